@@ -49,7 +49,15 @@ int bf_err_prefix(struct bf_err *e, const char *fmt, ...)
 		return -1;
 	}
 	memcpy(old, e->msg, sizeof(old));
-	snprintf(e->msg, sizeof(e->msg), "%s: %s", pre, old);
+	size_t pl = strlen(pre);
+	if (pl > sizeof(e->msg) - 3)
+		pl = sizeof(e->msg) - 3;
+	memcpy(e->msg, pre, pl);
+	memcpy(e->msg + pl, ": ", 2);
+	size_t rest = sizeof(e->msg) - pl - 3;
+	size_t ol = strnlen(old, rest);
+	memcpy(e->msg + pl + 2, old, ol);
+	e->msg[pl + 2 + ol] = 0;
 	return -1;
 }
 

@@ -1,0 +1,101 @@
+/* bf_method.h: the merge-method table.
+ *
+ * One entry per mergekit method: its name, its parameters (with type, default, range, and whether
+ * each is per-model), its base-model rule, how many other models it takes, whether its kernel
+ * needs whole rows, and three functions:
+ *   check   plan-time validation of one output tensor (shapes, parameter combinations)
+ *   stats   whole-tensor statistics pass, run once per output tensor before any chunk
+ *           (norms, dot products, top-k thresholds, L1 rescale sums...); NULL if none
+ *   kernel  computes out[0..n) from the f32 inputs for elements [e0, e0+n) (whole rows when
+ *           row_local), given the stats. Pure, reentrant, no I/O, no allocation except through
+ *           bf_scratch() (slots 0-3 belong to kernels and stats). Must give identical results
+ *           whatever e0/n split is used. Returns 0 or -ENOMEM.
+ *
+ * The planner validates every recipe parameter against this table (names with "did you mean",
+ * types, ranges) so nothing unknown or out of range reaches a kernel.
+ */
+#ifndef BF_METHOD_H
+#define BF_METHOD_H
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "bf_common.h"
+#include "bf_dtype.h"
+
+#define BF_MAX_PARAMS 10
+
+struct bf_otensor;
+struct bf_stream;
+
+enum bf_ptype { BF_PT_NUM, BF_PT_BOOL, BF_PT_INT, BF_PT_ENUM };
+enum bf_base_rule {
+	BF_BASE_INPUT,    /* base_model, if given, is just another input (linear, karcher, passthrough) */
+	BF_BASE_OPTIONAL, /* used as the base when given (nuslerp, multislerp) */
+	BF_BASE_REQUIRED, /* must be given */
+};
+
+struct bf_param_def {
+	const char *name;
+	enum bf_ptype type;
+	bool per_model;          /* evaluated per input model, against that model's tensor name */
+	bool required;           /* no default; per-model required params are not required for the base */
+	double def;              /* default (NAN = "unset", e.g. passthrough's scale) */
+	double min, max;         /* inclusive range unless the *_open flags say otherwise */
+	bool min_open, max_open;
+	const char *const *choices; /* BF_PT_ENUM: NULL-terminated; the value is the index */
+	const char *help;        /* one line for `blendfs check` and the man page */
+};
+
+struct bf_kargs {
+	const struct bf_otensor *t;
+	const void *stats;           /* from method->stats, or NULL */
+	const float *const *in;      /* in[i][0..n): input i (base first when t->has_base) */
+	float *out;                  /* out[0..n) */
+	uint64_t e0;                 /* flat index of element 0 of this block */
+	size_t n;                    /* element count; a multiple of t->row_len when row_local */
+};
+
+struct bf_method {
+	const char *name;
+	const char *pretty;          /* for the model card */
+	const char *paper;           /* reference URL for the model card, may be NULL */
+	const struct bf_param_def *params;
+	uint32_t n_params;
+	enum bf_base_rule base;
+	uint32_t min_others, max_others; /* inputs besides the base (for BF_BASE_INPUT: all inputs) */
+	bool row_local;
+	bool random;
+	bool out_f32;                /* output is float32 unless out_dtype is set (mergekit's type promotion) */
+	const void *data;            /* method-family configuration (e.g. the GTA variant) */
+	int (*check)(const struct bf_otensor *t, struct bf_err *err);
+	int (*stats)(struct bf_stream *s, const struct bf_otensor *t, void **out);
+	void (*free_stats)(void *stats);
+	int (*kernel)(const struct bf_kargs *a);
+};
+
+const struct bf_method *bf_method_find(const char *name);
+/* All methods, for help texts and suggestions. */
+extern const struct bf_method *const bf_methods[];
+extern const size_t bf_n_methods;
+/* Index of a parameter in m->params, or -1. */
+int bf_method_param(const struct bf_method *m, const char *name);
+
+/* Thread-local grow-only scratch space (freed when the thread exits). Slots 0..3 belong to
+ * kernels and statistics callbacks, 4..7 to the exec layer that feeds them. Contents do not
+ * survive a call into another user of the same slot. Returns NULL on allocation failure. */
+void *bf_scratch(unsigned slot, size_t bytes);
+
+/* Streaming access for stats passes: calls fn for consecutive blocks covering the whole tensor,
+ * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row).
+ * Returns 0, the first non-zero value fn returned, or -errno from reading the sources. */
+typedef int (*bf_stream_fn)(void *ctx, const float *const *in, uint64_t e0, size_t n);
+int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
+/* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */
+uint64_t bf_stream_seed(const struct bf_stream *s);
+/* The recipe reference of plan model `model` (the RNG's model id). */
+const char *bf_stream_model_ref(const struct bf_stream *s, uint32_t model);
+
+#endif

@@ -1,0 +1,445 @@
+/* m_gta.c: the generalized task arithmetic family (mergekit-spec.md 2.6, 2.7):
+ * task_arithmetic, ties, dare_linear, dare_ties, della, della_linear, breadcrumbs,
+ * breadcrumbs_ties.
+ *
+ * For every element, with base B and task vectors d_i = x_i - B (f32):
+ *   d_i' = d_i * m_i * s_i           m_i: the sparsification mask, s_i: the L1 rescale factor
+ *   D_i  = d_i' * w_i
+ *   consensus (sum | count): majority sign s of (sum_i D_i | sum_i sign D_i), >= 0 -> +1;
+ *       keep_i = sign(D_i) == s (zeros are never kept); Delta = sum_i D_i keep_i,
+ *       den = sum_i w_i keep_i (1 where 0)
+ *   no consensus: Delta = sum_i D_i, den = sum_i w_i (1 where |den| < 1e-8)
+ *   normalize: Delta /= den;  lambda != 1: Delta *= lambda;  R = B + Delta
+ * Masks, decided once per tensor by the statistics pass:
+ *   magnitude (ties):          top k = floor(density n) of |d_i|, stable (lower index first)
+ *   magnitude_outliers:        ascending ranks [n_bot, n - n_top) (n_top == 0 keeps nothing:
+ *                              mergekit's negative-slice quirk, kept for compatibility)
+ *   random (dare):             keep with probability density (counter-based RNG, see bf_rng.h)
+ *   della_magprune:            keep with probability (density - eps) + 2 eps rank/(len-1) by
+ *                              ascending |d_i| rank within its row
+ * Rank selections run as exact radix selects (bf_select.h); the L1 rescale sums are one more
+ * pass with the masks applied. After that every chunk is computed independently.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_log.h"
+#include "bf_method.h"
+#include "bf_plan.h"
+#include "bf_rng.h"
+#include "bf_select.h"
+
+enum sparsify { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA };
+
+struct gta_cfg {
+	bool consensus;
+	enum sparsify sp;
+};
+
+static const char *const consensus_choices[] = { "sum", "count", NULL };
+
+#define P_WEIGHT { .name = "weight", .type = BF_PT_NUM, .per_model = true, .required = true, \
+	.min = -HUGE_VAL, .max = HUGE_VAL, .help = "weight of this model's task vector" }
+#define P_DENSITY { .name = "density", .type = BF_PT_NUM, .per_model = true, .def = 1.0, \
+	.min = 0, .max = 1, .min_open = true, .help = "fraction of the task vector kept" }
+#define P_GAMMA { .name = "gamma", .type = BF_PT_NUM, .per_model = true, .def = 0.01, \
+	.min = 0, .max = 1, .help = "fraction of the largest magnitudes removed as outliers" }
+#define P_EPSILON { .name = "epsilon", .type = BF_PT_NUM, .per_model = true, .def = 0.15, \
+	.min = 0, .max = 1, .max_open = true, .help = "spread of the keep probabilities around density" }
+#define P_NORMALIZE(d) { .name = "normalize", .type = BF_PT_BOOL, .def = d, .min = 0, .max = 1, \
+	.help = "divide by the sum of the (kept) weights" }
+#define P_RESCALE(d) { .name = "rescale", .type = BF_PT_BOOL, .def = d, .min = 0, .max = 1, \
+	.help = "rescale each pruned task vector to its original L1 norm" }
+#define P_LAMBDA { .name = "lambda", .type = BF_PT_NUM, .def = 1.0, .min = -HUGE_VAL, .max = HUGE_VAL, \
+	.help = "scale of the merged task vector" }
+#define P_INT8 { .name = "int8_mask", .type = BF_PT_BOOL, .def = 0, .min = 0, .max = 1, \
+	.help = "accepted for compatibility (no effect on the result)" }
+#define P_CONSENSUS { .name = "consensus_method", .type = BF_PT_ENUM, .def = 0, .min = 0, .max = 1, \
+	.choices = consensus_choices, .help = "sign election: sum (mergekit's) or count (blendfs extension)" }
+
+static const struct bf_param_def ta_params[] = { P_WEIGHT, P_DENSITY, P_NORMALIZE(0), P_RESCALE(0), P_LAMBDA, P_INT8 };
+static const struct bf_param_def ties_params[] = { P_WEIGHT, P_DENSITY, P_NORMALIZE(1), P_RESCALE(0), P_LAMBDA, P_INT8, P_CONSENSUS };
+static const struct bf_param_def dare_linear_params[] = { P_WEIGHT, P_DENSITY, P_NORMALIZE(0), P_RESCALE(1), P_LAMBDA, P_INT8 };
+static const struct bf_param_def dare_ties_params[] = { P_WEIGHT, P_DENSITY, P_NORMALIZE(0), P_RESCALE(1), P_LAMBDA, P_INT8, P_CONSENSUS };
+static const struct bf_param_def della_params[] = { P_WEIGHT, P_DENSITY, P_EPSILON, P_NORMALIZE(1), P_RESCALE(1), P_LAMBDA, P_INT8, P_CONSENSUS };
+static const struct bf_param_def della_linear_params[] = { P_WEIGHT, P_DENSITY, P_EPSILON, P_NORMALIZE(0), P_RESCALE(1), P_LAMBDA, P_INT8 };
+static const struct bf_param_def bc_params[] = { P_WEIGHT, P_DENSITY, P_GAMMA, P_NORMALIZE(0), P_RESCALE(0), P_LAMBDA, P_INT8 };
+static const struct bf_param_def bc_ties_params[] = { P_WEIGHT, P_DENSITY, P_GAMMA, P_NORMALIZE(0), P_RESCALE(0), P_LAMBDA, P_INT8, P_CONSENSUS };
+
+/* Parameter positions differ per variant; resolve them by name once per tensor. */
+struct gta_idx {
+	int weight, density, gamma, epsilon, normalize, rescale, lambda, consensus;
+};
+
+static struct gta_idx gta_index(const struct bf_method *m)
+{
+	return (struct gta_idx){ bf_method_param(m, "weight"), bf_method_param(m, "density"),
+				 bf_method_param(m, "gamma"), bf_method_param(m, "epsilon"),
+				 bf_method_param(m, "normalize"), bf_method_param(m, "rescale"),
+				 bf_method_param(m, "lambda"), bf_method_param(m, "consensus_method") };
+}
+
+struct gta_model {
+	bool sparse;             /* a mask applies (density < 1) */
+	bool none;               /* keep nothing (breadcrumbs' n_top == 0) */
+	struct bf_select lo, hi; /* magnitude: hi = top-k cut (descending keys); outliers: [lo, hi) */
+	float density, eps;
+	struct bf_rng rng;
+	float scale;             /* L1 rescale factor (1 if none) */
+	float w;
+};
+
+struct gta_stats {
+	const struct gta_cfg *cfg;
+	struct gta_idx ix;
+	uint32_t n;              /* task vectors */
+	bool normalize, count, rescale;
+	float lambda;
+	uint64_t row_len;
+	struct gta_model m[];
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Masks
+ */
+
+/* DELLA: 1-based ascending ranks of |d| within one row (stable), into rank[0..L). */
+static int cmp_absidx(const void *a, const void *b, void *ctx)
+{
+	const float *v = ctx;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	uint32_t ki = bf_key_abs_asc(v[i]), kj = bf_key_abs_asc(v[j]);
+	if (ki != kj)
+		return ki < kj ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+static void della_probs(const float *d, size_t L, float density, float eps, float *p, uint32_t *perm)
+{
+	for (uint32_t i = 0; i < L; i++)
+		perm[i] = i;
+	qsort_r(perm, L, sizeof(uint32_t), cmp_absidx, (void *)d);
+	float lo = density - eps, span = 2.0f * eps;
+	for (uint32_t r = 0; r < L; r++) {
+		float rn = L > 1 ? (float)r / (float)(L - 1) : 0.0f;
+		p[perm[r]] = lo + span * rn;
+	}
+}
+
+/* Mask (0/1) of task vector i over elements [e0, e0+n) given its values d[0..n).
+ * For DELLA n is a whole number of rows. Returns 0 or -ENOMEM. */
+static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint64_t e0, size_t n, float *mask)
+{
+	const struct gta_model *m = &st->m[i];
+	if (m->none) {
+		memset(mask, 0, n * sizeof(float));
+		return 0;
+	}
+	if (!m->sparse) {
+		for (size_t e = 0; e < n; e++)
+			mask[e] = 1.0f;
+		return 0;
+	}
+	switch (st->cfg->sp) {
+	case SP_MAGNITUDE:
+		for (size_t e = 0; e < n; e++)
+			mask[e] = bf_select_below(&m->hi, bf_key_abs_desc(d[e]), e0 + e) ? 1.0f : 0.0f;
+		break;
+	case SP_OUTLIERS:
+		for (size_t e = 0; e < n; e++) {
+			uint32_t k = bf_key_abs_asc(d[e]);
+			mask[e] = !bf_select_below(&m->lo, k, e0 + e) && bf_select_below(&m->hi, k, e0 + e) ? 1.0f : 0.0f;
+		}
+		break;
+	case SP_RANDOM: {
+		float *u = bf_scratch(2, n * sizeof(float));
+		if (!u)
+			return -ENOMEM;
+		bf_rng_uniform_block(&m->rng, e0, n, u);
+		for (size_t e = 0; e < n; e++)
+			mask[e] = u[e] < m->density ? 1.0f : 0.0f;
+		break;
+	}
+	case SP_DELLA: {
+		uint64_t L = st->row_len;
+		float *u = bf_scratch(2, n * sizeof(float));
+		uint32_t *perm = bf_scratch(3, L * (sizeof(uint32_t) + sizeof(float)));
+		if (!u || !perm)
+			return -ENOMEM;
+		float *p = (float *)(perm + L);
+		bf_rng_uniform_block(&m->rng, e0, n, u);
+		for (size_t r = 0; r < n; r += L) {
+			della_probs(d + r, L, m->density, m->eps, p, perm);
+			for (size_t e = 0; e < L; e++)
+				mask[r + e] = u[r + e] < p[e] ? 1.0f : 0.0f;
+		}
+		break;
+	}
+	case SP_NONE:
+		break;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Statistics
+ */
+
+struct gta_pass {
+	struct gta_stats *st;
+	int kind;                /* 0: selection passes, 1: L1 sums */
+	double a[BF_MAX_MODELS * 4], b[BF_MAX_MODELS * 4];
+};
+
+static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
+{
+	struct gta_pass *ps = ctx;
+	struct gta_stats *st = ps->st;
+	float *d = bf_scratch(0, n * sizeof(float));
+	uint32_t *keys = bf_scratch(1, n * sizeof(uint32_t));
+	if (!d || !keys)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < st->n; i++) {
+		struct gta_model *m = &st->m[i];
+		for (size_t e = 0; e < n; e++)
+			d[e] = in[i + 1][e] - in[0][e];
+		if (ps->kind == 0) {
+			if (!m->sparse || m->none)
+				continue;
+			bool desc = st->cfg->sp == SP_MAGNITUDE;
+			if (bf_select_done(&m->lo) && bf_select_done(&m->hi))
+				continue;
+			for (size_t e = 0; e < n; e++)
+				keys[e] = desc ? bf_key_abs_desc(d[e]) : bf_key_abs_asc(d[e]);
+			bf_select_feed(&m->lo, keys, e0, n);
+			bf_select_feed(&m->hi, keys, e0, n);
+		} else {
+			float *mask = (float *)keys;
+			int r = gta_mask(st, i, d, e0, n, mask);
+			if (r)
+				return r;
+			double a = 0, b = 0;
+			for (size_t e = 0; e < n; e++) {
+				a += fabsf(d[e]);
+				b += fabsf(d[e] * mask[e]);
+			}
+			ps->a[i] += a;
+			ps->b[i] += b;
+		}
+	}
+	return 0;
+}
+
+static void gta_free(void *p)
+{
+	struct gta_stats *st = p;
+	if (!st)
+		return;
+	for (uint32_t i = 0; i < st->n; i++) {
+		bf_select_free(&st->m[i].lo);
+		bf_select_free(&st->m[i].hi);
+	}
+	free(st);
+}
+
+static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out)
+{
+	const struct bf_method *me = t->method;
+	uint32_t n = t->n_in - 1;
+	struct gta_stats *st = calloc(1, sizeof(*st) + n * sizeof(struct gta_model));
+	if (!st)
+		return -ENOMEM;
+	st->cfg = me->data;
+	st->ix = gta_index(me);
+	st->n = n;
+	st->row_len = t->row_len;
+	st->normalize = t->g[st->ix.normalize] != 0;
+	st->rescale = t->g[st->ix.rescale] != 0;
+	st->lambda = (float)t->g[st->ix.lambda];
+	st->count = st->ix.consensus >= 0 && t->g[st->ix.consensus] == 1;
+	uint64_t N = t->numel;
+	bool need_select = false, need_sums = false;
+	int r = 0;
+	for (uint32_t i = 0; i < n && !r; i++) {
+		struct gta_model *m = &st->m[i];
+		const struct bf_input *in = &t->in[i + 1];
+		double density = in->p[st->ix.density];
+		m->w = (float)in->p[st->ix.weight];
+		m->density = (float)density;
+		m->eps = st->ix.epsilon >= 0 ? (float)in->p[st->ix.epsilon] : 0.0f;
+		m->scale = 1.0f;
+		m->sparse = st->cfg->sp != SP_NONE && density < 1.0;
+		/* both selections start "done, everything below" unless set up below */
+		bf_select_init(&m->lo, 0, 0);
+		bf_select_init(&m->hi, 0, 0);
+		if (!m->sparse)
+			continue;
+		bf_rng_init(&m->rng, bf_stream_seed(s), bf_stream_model_ref(s, in->model), t->name);
+		if (st->cfg->sp == SP_MAGNITUDE) {
+			uint64_t k = (uint64_t)floor(density * (double)N);
+			r = bf_select_init(&m->hi, k, N);
+			need_select = true;
+		} else if (st->cfg->sp == SP_OUTLIERS) {
+			double gamma = in->p[st->ix.gamma];
+			int64_t target = (int64_t)floor(density * (double)N);
+			int64_t n_top = (int64_t)floor(gamma * (double)N);
+			int64_t n_bot = (int64_t)N - target - n_top;
+			if (n_bot < 0) {
+				n_top += n_bot;
+				n_bot = 0;
+			}
+			if (n_top <= 0) {
+				m->none = true; /* mergekit's [n_bot:-0] slice is empty */
+				continue;
+			}
+			r = bf_select_init(&m->lo, (uint64_t)n_bot, N);
+			if (!r)
+				r = bf_select_init(&m->hi, N - (uint64_t)n_top, N);
+			need_select = true;
+		}
+		if (st->rescale)
+			need_sums = true;
+	}
+	if (r) {
+		gta_free(st);
+		return -ENOMEM;
+	}
+	struct gta_pass ps = { .st = st, .kind = 0 };
+	for (int pass = 0; need_select && pass < 3 && !r; pass++) {
+		r = bf_stream_run(s, t, gta_block, &ps);
+		for (uint32_t i = 0; i < n; i++) {
+			bf_select_next_pass(&st->m[i].lo);
+			bf_select_next_pass(&st->m[i].hi);
+		}
+	}
+	if (!r && need_sums) {
+		ps.kind = 1;
+		r = bf_stream_run(s, t, gta_block, &ps);
+		for (uint32_t i = 0; i < n && !r; i++) {
+			struct gta_model *m = &st->m[i];
+			float a = (float)ps.a[i], b = (float)ps.b[i];
+			if (m->sparse && !m->none && a >= 1e-7f && b >= 1e-7f)
+				m->scale = a / b;
+		}
+	}
+	if (r) {
+		gta_free(st);
+		return r;
+	}
+	*out = st;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernel
+ */
+
+static int gta_kernel(const struct bf_kargs *a)
+{
+	const struct gta_stats *st = a->stats;
+	uint32_t n = st->n;
+	size_t cnt = a->n;
+	const float *B = a->in[0];
+	/* D_i for the whole block, model by model (masks need whole rows for DELLA) */
+	float *D = bf_scratch(0, (size_t)n * cnt * sizeof(float));
+	float *mask = bf_scratch(1, cnt * sizeof(float));
+	if (!D || !mask)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct gta_model *m = &st->m[i];
+		float *Di = D + (size_t)i * cnt;
+		for (size_t e = 0; e < cnt; e++)
+			Di[e] = a->in[i + 1][e] - B[e];
+		if (m->sparse || m->none) {
+			int r = gta_mask(st, i, Di, a->e0, cnt, mask);
+			if (r)
+				return r;
+			for (size_t e = 0; e < cnt; e++)
+				Di[e] = Di[e] * mask[e];
+			if (m->scale != 1.0f)
+				for (size_t e = 0; e < cnt; e++)
+					Di[e] = Di[e] * m->scale;
+		}
+		for (size_t e = 0; e < cnt; e++)
+			Di[e] = Di[e] * m->w;
+	}
+	for (size_t e = 0; e < cnt; e++) {
+		float delta = 0.0f, den = 0.0f;
+		if (st->cfg->consensus) {
+			float vote = 0.0f;
+			for (uint32_t i = 0; i < n; i++) {
+				float di = D[(size_t)i * cnt + e];
+				vote += st->count ? (float)((di > 0.0f) - (di < 0.0f)) : di;
+			}
+			float sgn = vote >= 0.0f ? 1.0f : -1.0f;
+			for (uint32_t i = 0; i < n; i++) {
+				float di = D[(size_t)i * cnt + e];
+				float keep = (float)((di > 0.0f) - (di < 0.0f)) == sgn ? 1.0f : 0.0f;
+				delta += di * keep;
+				den += st->m[i].w * keep;
+			}
+			if (den == 0.0f)
+				den = 1.0f;
+		} else {
+			for (uint32_t i = 0; i < n; i++) {
+				delta += D[(size_t)i * cnt + e];
+				den += st->m[i].w;
+			}
+			if (fabsf(den) < 1e-8f)
+				den = 1.0f;
+		}
+		if (st->normalize)
+			delta = delta / den;
+		if (st->lambda != 1.0f)
+			delta = delta * st->lambda;
+		a->out[e] = B[e] + delta;
+	}
+	return 0;
+}
+
+/* Plan-time checks that mergekit would fail on later (or that make no sense). */
+static int gta_check(const struct bf_otensor *t, struct bf_err *err)
+{
+	const struct bf_method *me = t->method;
+	const struct gta_cfg *cfg = me->data;
+	struct gta_idx ix = gta_index(me);
+	if (t->n_in - 1 > BF_MAX_MODELS * 4)
+		return bf_errf(err, "%s takes at most %d models", me->name, BF_MAX_MODELS * 4);
+	for (uint32_t i = 1; i < t->n_in; i++) {
+		double density = t->in[i].p[ix.density];
+		if (cfg->sp == SP_MAGNITUDE && density < 1.0 && floor(density * (double)t->numel) < 1)
+			return bf_errf(err, "density %g keeps no element of this %" PRIu64 "-element tensor (mergekit "
+					    "refuses to zero a whole tensor); raise density",
+				       density, t->numel);
+		if (cfg->sp == SP_DELLA && density < 1.0) {
+			double eps = t->in[i].p[ix.epsilon];
+			if (!(density - eps > 0) || !(density + eps < 1))
+				return bf_errf(err, "della needs 0 < density - epsilon and density + epsilon < 1 "
+						    "(density %g, epsilon %g)", density, eps);
+		}
+	}
+	return 0;
+}
+
+#define GTA(id, nm, pretty_, paper_, params_, cons, spars)                                         \
+	static const struct gta_cfg id##_cfg = { cons, spars };                                   \
+	const struct bf_method bf_m_##id = {                                                        \
+		.name = nm, .pretty = pretty_, .paper = paper_,                                     \
+		.params = params_, .n_params = BF_ARRAY_LEN(params_),                               \
+		.base = BF_BASE_REQUIRED, .min_others = 1, .max_others = 4 * BF_MAX_MODELS,         \
+		.row_local = (spars) == SP_DELLA, .random = (spars) == SP_RANDOM || (spars) == SP_DELLA, \
+		.data = &id##_cfg, .check = gta_check, .stats = gta_stats, .free_stats = gta_free,  \
+		.kernel = gta_kernel,                                                               \
+	}
+
+GTA(task_arithmetic, "task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089", ta_params, false, SP_NONE);
+GTA(ties, "ties", "TIES", "https://arxiv.org/abs/2306.01708", ties_params, true, SP_MAGNITUDE);
+GTA(dare_linear, "dare_linear", "Linear DARE", "https://arxiv.org/abs/2311.03099", dare_linear_params, false, SP_RANDOM);
+GTA(dare_ties, "dare_ties", "DARE TIES", "https://arxiv.org/abs/2311.03099", dare_ties_params, true, SP_RANDOM);
+GTA(della, "della", "DELLA", "https://arxiv.org/abs/2406.11617", della_params, true, SP_DELLA);
+GTA(della_linear, "della_linear", "Linear DELLA", "https://arxiv.org/abs/2406.11617", della_linear_params, false, SP_DELLA);
+GTA(breadcrumbs, "breadcrumbs", "Model Breadcrumbs", "https://arxiv.org/abs/2312.06795", bc_params, false, SP_OUTLIERS);
+GTA(breadcrumbs_ties, "breadcrumbs_ties", "Model Breadcrumbs with TIES", "https://arxiv.org/abs/2312.06795", bc_ties_params, true, SP_OUTLIERS);

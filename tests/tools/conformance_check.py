@@ -1,0 +1,614 @@
+#!/usr/bin/python3
+"""conformance_check: compare a merged model directory against tests/conformance/expected/NAME.
+
+usage: conformance_check.py CASE_NAME GOT_DIR EXPECTED_DIR CASE_YAML FIXTURES_PARENT_DIR
+
+Rules (tests/conformance/README.md):
+  layout      same tensor names, shapes and dtypes; GOT's files must be valid safetensors (index +
+              shards or a single model.safetensors; the shard layout itself may differ);
+              config.json equal to expected's as parsed JSON, ignoring "transformers_version";
+              tokenizer files and generation_config.json byte-identical.
+  deterministic methods
+              every element within 1 ulp of the output dtype (ulp distance on the ordered integer
+              bit patterns) and at least 99% of the elements exactly equal (per tensor of >= 100
+              elements, and over the whole model).
+  ties, ties_count, breadcrumbs, breadcrumbs_ties (magnitude cuts)
+              bytes exactly equal except at the flat indices NAME::index of
+              EXPECTED_DIR/.oracle/ties.safetensors, where the value must be one of NAME::candidates.
+  sce         tensors listed in ties.safetensors: every element within max(1, NAME::slack_ulp) ulp
+              or NAME::slack_abs of expected (of one of the candidates at NAME::index); the other
+              tensors follow the deterministic rule.
+  random methods (meta.json "random": true; dare_*, della*)
+              structural check: for every element, out - base == lambda * sum_i w_i s_i m_i delta_i
+              / divisor (sign consensus and divisor as the method defines) within 1 ulp, with
+              inferred masks m_i in {0,1}, one L1 rescale factor s_i = sum|delta_i| / sum|m_i delta_i|
+              per model and tensor (estimated by a fixed-point iteration, then checked), and the
+              kept fraction of each model within 3 sigma of its keep probability (density for
+              DARE, the rank-based probabilities for DELLA), summed over the model; per tensor a
+              5 sigma bound is applied.
+
+Inputs of random cases come from the models named in CASE_YAML, relative to FIXTURES_PARENT_DIR.
+exit status: 0 pass, 1 mismatch, 2 usage or IO error (unreadable expected data, bad recipe).
+"""
+import itertools
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stio  # noqa: E402
+import oracle  # noqa: E402
+
+F32 = np.float32
+TOKENIZER_FILES = oracle.TOKENIZER_FILES
+MAGNITUDE_CUT = {"ties", "breadcrumbs", "breadcrumbs_ties"}
+RANDOM_METHODS = {"dare_ties", "dare_linear", "della", "della_linear"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Report:
+    def __init__(self, verbose=False):
+        self.fail = []
+        self.verbose = verbose
+
+    def bad(self, msg):
+        self.fail.append(msg)
+        print("FAIL " + msg)
+
+    def info(self, msg):
+        if self.verbose:
+            print("     " + msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+def json_equal(a, b):
+    """JSON value equality; bools are not numbers, 1 == 1.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def check_layout(rep, got, exp, got_dir, exp_dir):
+    gn, en = set(got), set(exp)
+    for n in sorted(en - gn):
+        rep.bad("%s: missing in output" % n)
+    for n in sorted(gn - en):
+        rep.bad("%s: unexpected tensor in output" % n)
+    common = sorted(gn & en)
+    ok = []
+    for n in common:
+        if got.dtype(n) != exp.dtype(n):
+            rep.bad("%s: dtype %s, expected %s" % (n, got.dtype(n), exp.dtype(n)))
+        elif tuple(got.shape(n)) != tuple(exp.shape(n)):
+            rep.bad("%s: shape %s, expected %s" % (n, list(got.shape(n)), list(exp.shape(n))))
+        else:
+            ok.append(n)
+    # config.json
+    try:
+        with open(os.path.join(exp_dir, "config.json")) as f:
+            ecfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError("expected config.json: %s" % e)
+    try:
+        with open(os.path.join(got_dir, "config.json")) as f:
+            gcfg = json.load(f)
+    except (OSError, ValueError) as e:
+        rep.bad("config.json: %s" % e)
+        gcfg = None
+    if gcfg is not None:
+        if not isinstance(gcfg, dict):
+            rep.bad("config.json: not a JSON object")
+        else:
+            ecfg.pop("transformers_version", None)
+            gcfg.pop("transformers_version", None)
+            for k in sorted(set(ecfg) | set(gcfg)):
+                if k not in gcfg:
+                    rep.bad("config.json: key %r missing (expected %r)" % (k, ecfg[k]))
+                elif k not in ecfg:
+                    rep.bad("config.json: unexpected key %r = %r" % (k, gcfg[k]))
+                elif not json_equal(gcfg[k], ecfg[k]):
+                    rep.bad("config.json: %r = %r, expected %r" % (k, gcfg[k], ecfg[k]))
+    for fn in TOKENIZER_FILES:
+        ep = os.path.join(exp_dir, fn)
+        gp = os.path.join(got_dir, fn)
+        if os.path.exists(ep):
+            if not os.path.exists(gp):
+                rep.bad("%s: missing in output" % fn)
+                continue
+            with open(ep, "rb") as f:
+                eb = f.read()
+            try:
+                with open(gp, "rb") as f:
+                    gb = f.read()
+            except OSError as e:
+                rep.bad("%s: %s" % (fn, e))
+                continue
+            if eb != gb:
+                rep.bad("%s: differs from expected (%d vs %d bytes)" % (fn, len(gb), len(eb)))
+        elif os.path.exists(gp):
+            rep.bad("%s: present in output but not in expected" % fn)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# numeric rules
+
+def check_deterministic(rep, names, got, exp, totals, tol_ulp=1, slack=None):
+    for n in names:
+        dt = exp.dtype(n)
+        d = stio.ulp_distance(got.raw(n), exp.raw(n), dt).ravel()
+        bad = d > tol_ulp
+        if slack is not None and n in slack:
+            sabs = slack[n]["abs"]
+            if sabs > 0:
+                diff = np.abs(got[n].astype(np.float64) - exp[n].astype(np.float64)).ravel()
+                bad &= ~(diff <= sabs)
+        nexact = int(np.count_nonzero(d == 0))
+        totals[0] += d.size
+        totals[1] += nexact
+        if bad.any():
+            rep.bad("%s: %d elements beyond %d ulp (max %d ulp)" % (n, int(bad.sum()), tol_ulp, int(d.max())))
+        elif d.size >= 100 and nexact < 0.99 * d.size:
+            rep.bad("%s: only %d of %d elements exact (< 99%%, max %d ulp)" % (n, nexact, d.size, int(d.max())))
+        else:
+            rep.info("%s: ok (max %d ulp, %d/%d exact)" % (n, int(d.max()), nexact, d.size))
+
+
+def load_ties(exp_dir):
+    p = os.path.join(exp_dir, ".oracle", "ties.safetensors")
+    if not os.path.exists(p):
+        return {}
+    try:
+        st, _ = stio.read_safetensors(p)
+    except stio.SafetensorsError as e:
+        raise UsageError(str(e))
+    out = {}
+    for key in st:
+        name, _, part = key.rpartition("::")
+        out.setdefault(name, {})[part] = key
+    res = {}
+    for name, parts in out.items():
+        ent = {}
+        if "index" in parts:
+            ent["index"] = np.asarray(st.raw(parts["index"]), dtype=np.int64).ravel()
+        if "candidates" in parts:
+            c = parts["candidates"]
+            ent["cand_dtype"] = st.dtype(c)
+            ent["cand_raw"] = np.array(st.raw(c))
+            ent["cand_val"] = np.asarray(st[c], dtype=np.float64)
+        ent["ulp"] = int(st.raw(parts["slack_ulp"]).ravel()[0]) if "slack_ulp" in parts else 0
+        ent["abs"] = float(st.raw(parts["slack_abs"]).ravel()[0]) if "slack_abs" in parts else 0.0
+        res[name] = ent
+    return res
+
+
+def check_magnitude_cut(rep, names, got, exp, ties, totals, with_slack):
+    for n in names:
+        dt = exp.dtype(n)
+        graw = got.raw(n).ravel()
+        eraw = exp.raw(n).ravel()
+        ent = ties.get(n)
+        if with_slack and ent is None:
+            check_deterministic(rep, [n], got, exp, totals)
+            continue
+        idx = ent["index"] if ent is not None and "index" in ent else np.zeros(0, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= eraw.size):
+            raise UsageError("%s::index out of range" % n)
+        other = np.ones(eraw.size, dtype=bool)
+        other[idx] = False
+        totals[0] += eraw.size
+        if not with_slack:
+            gb = graw.view(np.uint8).reshape(eraw.size, -1)
+            eb = eraw.view(np.uint8).reshape(eraw.size, -1)
+            neq = np.any(gb != eb, axis=1)
+            bad_other = neq & other
+            totals[1] += int(np.count_nonzero(~neq))
+            nbad = int(bad_other.sum())
+            maxulp = int(stio.ulp_distance(graw, eraw, dt).max()) if eraw.size else 0
+            bad_idx = 0
+            if idx.size:
+                cand = ent["cand_raw"]
+                if cand.dtype != graw.dtype:
+                    raise UsageError("%s::candidates dtype %s differs from the output dtype %s" %
+                                     (n, ent["cand_dtype"], dt))
+                cand = cand.reshape(idx.size, -1)
+                gsel = graw[idx]
+                ok = np.all(cand.view(np.uint8).reshape(idx.size, cand.shape[1], -1) ==
+                            gsel.view(np.uint8).reshape(idx.size, 1, -1), axis=2).any(axis=1)
+                bad_idx = int(np.count_nonzero(~ok))
+            if nbad or bad_idx:
+                rep.bad("%s: %d elements differ from expected bytes, %d tie-ambiguous elements not among "
+                        "the candidates (max %d ulp)" % (n, nbad, bad_idx, maxulp))
+            else:
+                rep.info("%s: ok (%d tie-ambiguous)" % (n, idx.size))
+        else:
+            tol = max(1, ent["ulp"])
+            sabs = ent["abs"]
+            gv = np.asarray(got[n], dtype=np.float64).ravel()
+            ev = np.asarray(exp[n], dtype=np.float64).ravel()
+            d = stio.ulp_distance(graw, eraw, dt)
+            totals[1] += int(np.count_nonzero(d == 0))
+            okv = (d <= tol) | (np.abs(gv - ev) <= sabs)
+            bad_other = int(np.count_nonzero(~okv & other))
+            bad_idx = 0
+            if idx.size:
+                cand_v = ent["cand_val"].reshape(idx.size, -1)
+                cand_raw = ent["cand_raw"].reshape(idx.size, -1)
+                if cand_raw.dtype != graw.dtype:
+                    raise UsageError("%s::candidates dtype differs from the output dtype" % n)
+                gsel = graw[idx]
+                okc = np.zeros(idx.size, dtype=bool)
+                for j in range(cand_raw.shape[1]):
+                    dj = stio.ulp_distance(gsel, cand_raw[:, j].copy(), dt)
+                    okc |= (dj <= tol) | (np.abs(gv[idx] - cand_v[:, j]) <= sabs)
+                bad_idx = int(np.count_nonzero(~okc))
+            if bad_other or bad_idx:
+                rep.bad("%s: %d elements beyond slack (%d ulp / %g), %d tie-ambiguous elements far from every "
+                        "candidate (max %d ulp)" % (n, bad_other, tol, sabs, bad_idx, int(d.max())))
+            else:
+                rep.info("%s: ok within slack (max %d ulp)" % (n, int(d.max())))
+
+
+# ---------------------------------------------------------------------------------------------
+# random methods: structural check
+
+def _l1_factor(delta_abs_sum, masked_abs_sum):
+    a = F32(delta_abs_sum)
+    b = F32(masked_abs_sum)
+    if a < 1e-7 or b < 1e-7:
+        return F32(1)
+    return a / b
+
+
+def reconstruct(B, deltas, W, S, combos, cons, normalize, lam):
+    """predicted outputs for every mask combination: array [n_combos, numel] (float32)."""
+    preds = []
+    for c in combos:
+        D = [(deltas[i] * F32(c[i])) * S[i] * W[i] for i in range(len(deltas))]
+        if cons is not None:
+            if cons == "sum":
+                sw = oracle.fsum(D)
+            else:
+                sw = oracle.fsum([np.sign(d) for d in D])
+            maj = np.where(sw >= 0, F32(1), F32(-1))
+            keep = [(np.sign(d) == maj).astype(F32) for d in D]
+            mixed = oracle.fsum([D[i] * keep[i] for i in range(len(D))])
+            den = oracle.fsum([W[i] * keep[i] for i in range(len(D))])
+            den = np.where(den == 0, F32(1), den)
+        else:
+            mixed = oracle.fsum(D)
+            den = oracle.fsum(list(W))
+            if abs(den) < 1e-8:
+                den = F32(1)
+        if normalize:
+            mixed = mixed / den
+        if lam != 1:
+            mixed = mixed * F32(lam)
+        preds.append(B + mixed)
+    return np.stack(preds)
+
+
+def structural_tensor(task, outv, dt, tol=1.0):
+    """Fit one tensor of a random-method output.  -> dict (see check_random)."""
+    cons, sp, _, _ = oracle.GTA_VARIANTS[task.method]
+    g = task.gparams
+    if cons is not None:
+        cons = g.get("consensus_method", cons)
+    B = [m.get(rn) for (m, n, rn, pm, isb) in task.inputs if isb]
+    if not B:
+        raise oracle.RecipeError("%s: no base model" % task.out_name)
+    B = B[0]
+    deltas, pms = [], []
+    for (m, n, rn, pm, isb) in task.inputs:
+        if not isb:
+            deltas.append((m.get(rn) - B).ravel())
+            pms.append(pm)
+    Bf = B.ravel()
+    n = len(deltas)
+    E = Bf.size
+    W = oracle.f32([float(pm["weight"]) for pm in pms])
+    dens = [float(pm["density"]) for pm in pms]
+    rescale = bool(g["rescale"])
+    normalize = bool(g["normalize"])
+    lam = float(g["lambda"])
+    # keep probability of every element
+    P = []
+    for i in range(n):
+        d = dens[i]
+        if d >= 1:
+            P.append(np.ones(E))
+        elif d <= 0:
+            P.append(np.zeros(E))
+        elif sp == "della_magprune":
+            eps = float(pms[i]["epsilon"])
+            P.append(oracle.della_probs(deltas[i].reshape(B.shape), d, eps).ravel().astype(np.float64))
+        else:
+            P.append(np.full(E, d))
+    fixed = [dens[i] >= 1 or dens[i] <= 0 for i in range(n)]
+    free = [i for i in range(n) if not fixed[i] and rescale]
+    combos = [c for c in itertools.product((0, 1), repeat=n)
+              if all(not fixed[i] or c[i] == (1 if dens[i] >= 1 else 0) for i in range(n))]
+    carr = np.array(combos, dtype=np.float64)                  # [C, n]
+    logp = np.zeros((len(combos), E))
+    for i in range(n):
+        pp = np.clip(P[i], 1e-12, 1 - 1e-12)
+        logp += np.where(carr[:, i:i + 1] > 0, np.log(pp)[None, :], np.log1p(-pp)[None, :])
+    d64 = [d.astype(np.float64) for d in deltas]
+    asum = [float(oracle.sum32(np.abs(d))) for d in deltas]
+    ov = outv.ravel().astype(np.float64)
+    y = ov - Bf.astype(np.float64)
+    ulp_out = stio.ulp_of(ov, dt)
+    absB = np.abs(Bf.astype(np.float64))
+
+    def fit(S, rel):
+        pred = reconstruct(Bf, deltas, W, S, combos, cons, normalize, lam).astype(np.float64)
+        tmag = sum(np.abs(float(W[i]) * float(S[i]) * d64[i]) for i in range(n))
+        # 1 ulp of the output dtype + float32 rounding of the intermediate sums (a few ulps of the
+        # largest operand) + the current uncertainty of the rescale factors
+        unit = ulp_out + 8 * 2.0 ** -23 * (absB + tmag)
+        err = np.abs(pred - ov[None, :]) / (unit + rel * tmag)
+        return err, unit
+
+    def keep_den(S, combo_idx):
+        """per element: keep flags [E, n] and divisor [E] of the chosen combinations."""
+        c = carr[combo_idx]                                     # [E, n]
+        D = np.stack([c[:, i] * float(W[i]) * float(S[i]) * d64[i] for i in range(n)], 1)
+        if cons is not None:
+            sw = D.sum(1) if cons == "sum" else np.sign(D).sum(1)
+            maj = np.where(sw >= 0, 1.0, -1.0)
+            keep = (np.sign(D) == maj[:, None]).astype(np.float64)
+            den = (keep * W.astype(np.float64)[None, :]).sum(1)
+            den = np.where(den == 0, 1.0, den)
+        else:
+            keep = c.copy()
+            den = np.full(E, float(W.astype(np.float64).sum()))
+            if abs(den[0]) < 1e-8:
+                den[:] = 1.0
+        if not normalize:
+            den = np.ones(E)
+        return keep * c, den
+
+    # 1. rescale factors: coordinate-wise scans, coarse to fine, maximizing the number of elements
+    #    that some mask combination explains (a count is robust to misassigned elements).  At each
+    #    level the tolerance includes half the grid step as relative uncertainty of the factors.
+    S = [F32(1.0 / dens[i]) if (rescale and 0 < dens[i] < 1) else F32(1) for i in range(n)]
+    se = [0.0] * n
+    if free:
+        subs = {}
+        for i in free:
+            idx = np.nonzero(deltas[i])[0]
+            subs[i] = idx
+
+        def count_ok(Sv, rel, idx):
+            pred = reconstruct(Bf[idx], [d[idx] for d in deltas], W, Sv, combos, cons, normalize,
+                               lam).astype(np.float64)
+            tmag = sum(np.abs(float(W[j]) * float(Sv[j]) * d64[j][idx]) for j in range(n))
+            unit = ulp_out[idx] + 8 * 2.0 ** -23 * (absB[idx] + tmag)
+            e = np.abs(pred - ov[idx][None, :]) / (unit + rel * tmag)
+            return int(np.count_nonzero((e <= tol).any(axis=0)))
+
+        levels = [(1e-2, 30), (5e-4, 25), (2.5e-5, 25), (1.25e-6, 25), (1e-7, 15)]
+        for step, half in levels:
+            for _pass in range(2):
+                for i in free:
+                    idx = subs[i]
+                    if idx.size == 0:
+                        continue
+                    base_s = float(S[i])
+                    grid = [base_s * (1 + k * step) for k in range(-half, half + 1)]
+                    counts = []
+                    for gv in grid:
+                        Sv = list(S)
+                        Sv[i] = F32(gv)
+                        counts.append(count_ok(Sv, step / 2, idx))
+                    counts = np.array(counts)
+                    top = np.nonzero(counts == counts.max())[0]
+                    # middle of the run of maxima that holds the first maximum
+                    run_end = top[0]
+                    while run_end + 1 < len(counts) and counts[run_end + 1] == counts.max():
+                        run_end += 1
+                    S[i] = F32(grid[(top[0] + run_end) // 2])
+    # 2. final fit: every element needs a mask combination within tolerance
+    err, unit = fit(S, 0.0)
+    ok = err <= tol
+    minerr = err.min(axis=0)
+    bad = ~ok.any(axis=0)
+    best = np.argmin(err - 1e-9 * logp, axis=0)
+    # 3. determined mask bits (all consistent combinations agree), kept fraction, L1 consistency
+    kept, s_check = [], []
+    for i in range(n):
+        if fixed[i]:
+            kept.append(None)
+            s_check.append(None)
+            continue
+        has1 = (ok & (carr[:, i:i + 1] > 0)).any(axis=0)
+        has0 = (ok & (carr[:, i:i + 1] == 0)).any(axis=0)
+        nz = deltas[i] != 0
+        det = (has1 ^ has0) & nz
+        det1 = det & has1
+        k = int(np.count_nonzero(det1))
+        mu = float(P[i][det].sum())
+        var = float((P[i][det] * (1 - P[i][det])).sum())
+        kept.append((k, mu, var, int(det.sum())))
+        if not rescale:
+            s_check.append(None)
+            continue
+        # L1 ratio of the inferred mask; undetermined elements count with their keep probability
+        ad = np.abs(d64[i])
+        amb = ~det & nz & ~bad
+        sure = float(ad[det1].sum()) + float(ad[bad & (carr[best][:, i] > 0)].sum())
+        emass = float((P[i][amb] * ad[amb]).sum())
+        vmass = float((P[i][amb] * (1 - P[i][amb]) * ad[amb] ** 2).sum())
+        bmass = sure + emass
+        if asum[i] < 1e-7 or bmass < 1e-7:
+            s_check.append((float(S[i]), 1.0, 1.0, 1.0))
+            continue
+        s_l1 = asum[i] / bmass
+        sb = math.sqrt(vmass)
+        lo = asum[i] / (bmass + 4 * sb)
+        hi = asum[i] / max(bmass - 4 * sb, 1e-30)
+        slack = 4 * se[i] + 1e-4 * s_l1
+        s_check.append((float(S[i]), s_l1, lo - slack, hi + slack))
+    return {"bad": int(bad.sum()), "maxerr": float(minerr.max()) if minerr.size else 0.0,
+            "kept": kept, "S": [float(v) for v in S], "s_check": s_check, "converged": True,
+            "n": n, "numel": E}
+
+
+def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
+    try:
+        plan = oracle.plan_recipe(case_yaml, fixtures_dir)
+    except (oracle.RecipeError, stio.SafetensorsError) as e:
+        raise UsageError("recipe: %s" % e)
+    if plan.method not in RANDOM_METHODS:
+        raise UsageError("method %s is not a random method" % plan.method)
+    tasks = {t.out_name: t for t in plan.tasks}
+    agg = {}
+    nameset = set(names)
+    for n in sorted(tasks):
+        if n not in nameset:
+            continue
+        task = tasks[n]
+        dt = got.dtype(n)
+        outv = np.asarray(got[n], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            r = structural_tensor(task, outv, dt)
+        totals[0] += r["numel"]
+        msgs = []
+        if r["bad"]:
+            msgs.append("%d elements fit no mask combination (min error up to %.2f ulp)" % (r["bad"], r["maxerr"]))
+        if not r["converged"]:
+            msgs.append("rescale factors did not converge (%s)" % r["S"])
+        for i, sc in enumerate(r["s_check"]):
+            if sc is not None and not (sc[2] <= sc[0] <= sc[3]):
+                msgs.append("model %d: fitted rescale %.6g is not the L1 ratio %.6g of the inferred mask "
+                            "(allowed %.6g .. %.6g)" % (i, sc[0], sc[1], sc[2], sc[3]))
+        others = [inp for inp in task.inputs if not inp[4]]
+        for i, kv in enumerate(r["kept"]):
+            if kv is None:
+                continue
+            k, mu, var, det = kv
+            key = others[i][0].ref if i < len(others) else str(i)
+            a = agg.setdefault(key, [0, 0.0, 0.0, 0])
+            a[0] += k
+            a[1] += mu
+            a[2] += var
+            a[3] += det
+            sd = math.sqrt(var) if var > 0 else 0.0
+            if det and abs(k - mu) > 5 * sd + 1:
+                msgs.append("model %s: kept %d of %d determined elements, expected %.1f +- %.1f (> 5 sigma)"
+                            % (key, k, det, mu, sd))
+        if msgs:
+            rep.bad("%s: %s" % (n, "; ".join(msgs)))
+        else:
+            rep.info("%s: ok (rescale %s, max error %.2f ulp)" %
+                     (n, ", ".join("%.5g" % s for s in r["S"]), r["maxerr"]))
+    for key, (k, mu, var, det) in sorted(agg.items()):
+        sd = math.sqrt(var) if var > 0 else 0.0
+        z = (k - mu) / sd if sd > 0 else 0.0
+        line = "%s: kept %d of %d determined elements, expected %.1f +- %.1f (z = %+.2f)" % (key, k, det, mu, sd, z)
+        if abs(k - mu) > 3 * sd + 1:
+            rep.bad("kept fraction: " + line + " beyond 3 sigma")
+        else:
+            print("     kept fraction: " + line)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(
+        description="Check a merged model directory against a conformance case's expected output "
+                    "(rules of tests/conformance/README.md).",
+        epilog="exit status: 0 pass, 1 mismatch, 2 usage or IO error")
+    ap.add_argument("case", metavar="CASE_NAME")
+    ap.add_argument("got", metavar="GOT_DIR", help="the merged model to check (e.g. a blendfs mount)")
+    ap.add_argument("expected", metavar="EXPECTED_DIR", help="tests/conformance/expected/CASE_NAME")
+    ap.add_argument("yaml", metavar="CASE_YAML", help="tests/conformance/cases/CASE_NAME.yaml")
+    ap.add_argument("fixtures", metavar="FIXTURES_PARENT_DIR",
+                    help="directory the recipe's model paths are relative to (tests/conformance)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print a line for every passing tensor too")
+    a = ap.parse_args(argv)
+    rep = Report(a.verbose)
+    try:
+        if not os.path.isdir(a.expected):
+            raise UsageError("%s: not a directory" % a.expected)
+        if not os.path.isfile(a.yaml):
+            raise UsageError("%s: no such recipe" % a.yaml)
+        try:
+            exp = stio.read_model_dir(a.expected)
+        except stio.SafetensorsError as e:
+            raise UsageError("expected: %s" % e)
+        meta = {}
+        mp = os.path.join(a.expected, ".oracle", "meta.json")
+        if os.path.exists(mp):
+            try:
+                with open(mp) as f:
+                    meta = json.load(f)
+            except (OSError, ValueError) as e:
+                raise UsageError("%s: %s" % (mp, e))
+        recipe = oracle.load_recipe(a.yaml)
+        method = meta.get("merge_method") or recipe.get("merge_method")
+        random = bool(meta.get("random", method in RANDOM_METHODS))
+        if not os.path.isdir(a.got):
+            rep.bad("%s: not a directory" % a.got)
+            got = None
+        else:
+            try:
+                got = stio.read_model_dir(a.got)
+            except stio.SafetensorsError as e:
+                rep.bad("output files invalid: %s" % e)
+                got = None
+        totals = [0, 0]
+        if got is not None:
+            names = check_layout(rep, got, exp, a.got, a.expected)
+            if random:
+                mode = "structural (random method)"
+                check_random(rep, names, got, a.yaml, a.fixtures, totals)
+            elif method in MAGNITUDE_CUT:
+                mode = "exact bytes + tie candidates"
+                check_magnitude_cut(rep, names, got, exp, load_ties(a.expected), totals, False)
+            elif method == "sce":
+                mode = "sce: 1 ulp / tie candidates with slack"
+                check_magnitude_cut(rep, names, got, exp, load_ties(a.expected), totals, True)
+            else:
+                mode = "deterministic: 1 ulp, >= 99% exact"
+                check_deterministic(rep, names, got, exp, totals)
+            if not random and totals[0] and totals[1] < 0.99 * totals[0]:
+                rep.bad("only %d of %d elements exact overall (< 99%%)" % (totals[1], totals[0]))
+        else:
+            mode = "layout"
+    except UsageError as e:
+        print("conformance_check: error: %s" % e, file=sys.stderr)
+        return 2
+    except oracle.RecipeError as e:
+        print("conformance_check: error: %s" % e, file=sys.stderr)
+        return 2
+    except OSError as e:
+        print("conformance_check: error: %s" % e, file=sys.stderr)
+        return 2
+    exact = ""
+    if totals[0] and not random:
+        exact = ", %d/%d elements exact" % (totals[1], totals[0])
+    if rep.fail:
+        print("%s: FAIL (%s): %d problems%s" % (a.case, mode, len(rep.fail), exact))
+        return 1
+    print("%s: PASS (%s)%s" % (a.case, mode, exact))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
