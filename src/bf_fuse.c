@@ -102,32 +102,37 @@ static void bf_ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 		return;
 	}
 	size_t used = 0;
-	/* offsets: 1 = ".", 2 = "..", 3 + node index = children */
-	for (off_t o = off; ; o++) {
+	/* directory offsets: 0 = start, 1 = after ".", 2 = after "..", i + 2 = after node index i */
+	off_t o = off;
+	for (;;) {
 		struct stat st = { 0 };
 		const char *name;
+		off_t next;
 		if (o == 0) {
 			name = ".";
 			st.st_ino = d->ino;
 			st.st_mode = S_IFDIR;
+			next = 1;
 		} else if (o == 1) {
 			name = "..";
 			st.st_ino = d->parent;
 			st.st_mode = S_IFDIR;
+			next = 2;
 		} else {
 			size_t cur = (size_t)(o - 2);
 			const struct bf_vnode *c = bf_vfs_next_child(f->v, d->ino, &cur);
 			if (!c)
 				break;
-			o = (off_t)cur + 2;
 			name = c->name;
 			st.st_ino = c->ino;
 			st.st_mode = c->kind == BF_V_DIR ? S_IFDIR : S_IFREG;
+			next = (off_t)cur + 2;
 		}
-		size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, o + 1);
+		size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, next);
 		if (need > size - used)
 			break;
 		used += need;
+		o = next;
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);

@@ -352,8 +352,7 @@ static int load_index(struct bf_model *m, const char *root, const char *index_te
 	int rc = -1;
 
 	if (!j)
-		return bf_errf(err, "%s: not valid JSON: %s at line %d column %d", index_path, je.text,
-			       je.line, je.column);
+		return bf_errf(err, "%s:%d:%d: not valid JSON: %s", index_path, je.line, je.column, je.text);
 	if (!json_is_object(j)) {
 		bf_errf(err, "%s: not a JSON object", index_path);
 		goto out;
@@ -512,7 +511,7 @@ static int load_config(struct bf_model *m, const char *root, struct bf_err *err)
 	free(data);
 	char *p = path_join(m->dir, CONFIG_NAME);
 	if (!j) {
-		bf_errf(err, "%s: invalid JSON at line %d column %d: %s", p, je.line, je.column, je.text);
+		bf_errf(err, "%s:%d:%d: invalid JSON: %s", p, je.line, je.column, je.text);
 		free(p);
 		return -1;
 	}

@@ -301,7 +301,7 @@ static int open_model(struct ctx *c, const char *ref, struct bf_pos pos, uint32_
 		}
 	struct bf_model *m;
 	if (bf_model_open(ref, c->r->dir, &m, c->err))
-		return bf_err_prefix(c->err, "%s:%d:%d: model '%s'", rpath(c), pos.line, pos.col, ref);
+		return bf_err_prefix(c->err, "%s:%d:%d", rpath(c), pos.line, pos.col);
 	/* the same directory under another spelling is the same model */
 	for (size_t i = 0; i < p->n_models; i++)
 		if (!strcmp(p->models[i]->dir, m->dir)) {
@@ -553,7 +553,10 @@ static int add_tensor(struct ctx *c, const struct nslice *s, const char *oname, 
 			       m->max_others == 1 && m->min_others == 1 ? "" : "s",
 			       m->base == BF_BASE_INPUT ? "" : " besides the base model",
 			       r->uses_slices ? "a slice" : "the recipe", others,
-			       o->has_base ? " besides the base" : "");
+			       o->has_base ? (m->base == BF_BASE_OPTIONAL ? " besides the base (the base model cannot also "
+									    "be one of the models being merged)"
+									  : " besides the base")
+					   : "");
 	}
 
 	const struct bf_src_tensor *first = NULL;

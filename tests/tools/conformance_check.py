@@ -429,7 +429,7 @@ def structural_tensor(task, outv, dt, tol=1.0):
     bad = ~ok.any(axis=0)
     best = np.argmin(err - 1e-9 * logp, axis=0)
     # 3. determined mask bits (all consistent combinations agree), kept fraction, L1 consistency
-    kept, s_check = [], []
+    kept, s_check, detail = [], [], []
     for i in range(n):
         if fixed[i]:
             kept.append(None)
@@ -444,6 +444,7 @@ def structural_tensor(task, outv, dt, tol=1.0):
         mu = float(P[i][det].sum())
         var = float((P[i][det] * (1 - P[i][det])).sum())
         kept.append((k, mu, var, int(det.sum())))
+        detail.append((i, det, det1))
         if not rescale:
             s_check.append(None)
             continue
@@ -465,7 +466,7 @@ def structural_tensor(task, outv, dt, tol=1.0):
         s_check.append((float(S[i]), s_l1, lo - slack, hi + slack))
     return {"bad": int(bad.sum()), "maxerr": float(minerr.max()) if minerr.size else 0.0,
             "kept": kept, "S": [float(v) for v in S], "s_check": s_check, "converged": True,
-            "n": n, "numel": E}
+            "n": n, "numel": E, "detail": detail}
 
 
 def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
