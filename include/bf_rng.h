@@ -9,7 +9,8 @@
  *   counter     = { lo32(i/4), hi32(i/4), lo32(h), hi32(h) },  h = XXH3_64bits(tensor_name)
  *   element i uses word (i % 4) of philox(counter, key)
  *   uniform     = (word >> 8) * 2^-24, in [0, 1), exactly representable in f32
- * model_id is the model reference as written in the recipe; tensor_name the OUTPUT tensor name.
+ * model_id is "input:N", N the model's position among the output tensor's inputs (base first),
+ * so moving or renaming model directories never changes a blend; tensor_name is the OUTPUT name.
  * Verified against Random123's known-answer vectors (tests/unit/test_rng.c).
  */
 #ifndef BF_RNG_H

@@ -49,6 +49,7 @@ struct common_opts {
 
 static void common_defaults(struct common_opts *c)
 {
+	memset(c, 0, sizeof(*c));
 	c->cache_bytes = (uint64_t)BF_DEFAULT_CACHE_MIB << 20;
 	c->chunk_bytes = 1u << 20;
 	c->shard_size = 5000000000ull;

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,7 +278,9 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		bf_select_init(&m->hi, 0, 0);
 		if (!m->sparse)
 			continue;
-		bf_rng_init(&m->rng, bf_stream_seed(s), bf_stream_model_ref(s, in->model), t->name);
+		char id[32];
+		snprintf(id, sizeof(id), "input:%u", i + 1);
+		bf_rng_init(&m->rng, bf_stream_seed(s), id, t->name);
 		if (st->cfg->sp == SP_MAGNITUDE) {
 			uint64_t k = (uint64_t)floor(density * (double)N);
 			r = bf_select_init(&m->hi, k, N);
@@ -323,6 +326,7 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 			float a = (float)ps.a[i], b = (float)ps.b[i];
 			if (m->sparse && !m->none && a >= 1e-7f && b >= 1e-7f)
 				m->scale = a / b;
+			bf_debug("%s: model %u: L1 %g kept %g rescale %g", t->name, i, a, b, (double)m->scale);
 		}
 	}
 	if (r) {

@@ -401,27 +401,57 @@ def structural_tensor(task, outv, dt, tol=1.0):
             e = np.abs(pred - ov[idx][None, :]) / (unit + rel * tmag)
             return int(np.count_nonzero((e <= tol).any(axis=0)))
 
-        levels = [(1e-2, 30), (5e-4, 25), (2.5e-5, 25), (1.25e-6, 25), (1e-7, 15)]
+        # level 0: a geometric grid over [1, 8/density] (small tensors can be far from 1/density);
+        # then relative grids around the current value
+        levels = [(2e-2, None), (1e-3, 25), (5e-5, 25), (2.5e-6, 25), (1.5e-7, 20)]
         for step, half in levels:
-            for _pass in range(2):
+            for _pass in range(2 if half is not None else 1):
                 for i in free:
                     idx = subs[i]
                     if idx.size == 0:
                         continue
                     base_s = float(S[i])
-                    grid = [base_s * (1 + k * step) for k in range(-half, half + 1)]
+                    if half is None:
+                        hi = 8.0 / dens[i]
+                        grid = list(np.exp(np.arange(0.0, math.log(hi), step)))
+                    else:
+                        grid = [base_s * (1 + k * step) for k in range(-half, half + 1)]
                     counts = []
                     for gv in grid:
                         Sv = list(S)
                         Sv[i] = F32(gv)
                         counts.append(count_ok(Sv, step / 2, idx))
                     counts = np.array(counts)
-                    top = np.nonzero(counts == counts.max())[0]
-                    # middle of the run of maxima that holds the first maximum
-                    run_end = top[0]
-                    while run_end + 1 < len(counts) and counts[run_end + 1] == counts.max():
-                        run_end += 1
-                    S[i] = F32(grid[(top[0] + run_end) // 2])
+                    cmax = counts.max()
+                    top = np.nonzero(counts == cmax)[0]
+                    if half is None and top.size == counts.size:
+                        continue            # no information at all: keep 1/density for now
+                    # middle of the run of maxima that holds the maximum nearest the current value
+                    cur = int(np.argmin(np.abs(np.array(grid) - base_s)))
+                    k0 = top[np.argmin(np.abs(top - cur))]
+                    lo_k = hi_k = k0
+                    while lo_k - 1 >= 0 and counts[lo_k - 1] == cmax:
+                        lo_k -= 1
+                    while hi_k + 1 < len(counts) and counts[hi_k + 1] == cmax:
+                        hi_k += 1
+                    S[i] = F32(grid[(lo_k + hi_k) // 2])
+        # models the scans could not pin down (every value fits, e.g. norm weights whose deltas
+        # vanish in bf16): the L1 ratio of the most likely consistent assignment
+        for _ in range(3):
+            err, unit = fit(S, 0.0)
+            okc = err <= tol
+            score = np.where(okc, logp, -np.inf)
+            best = np.where(okc.any(axis=0), np.argmax(score, axis=0), np.argmin(err, axis=0))
+            for i in free:
+                idx = subs[i]
+                Sv_lo = list(S)
+                Sv_lo[i] = F32(float(S[i]) * 0.9)
+                Sv_hi = list(S)
+                Sv_hi[i] = F32(float(S[i]) * 1.1)
+                c0 = count_ok(S, 0.0, idx)
+                if idx.size and count_ok(Sv_lo, 0.0, idx) == c0 and count_ok(Sv_hi, 0.0, idx) == c0:
+                    msum = float(oracle.sum32(np.abs(deltas[i]) * carr[best][:, i].astype(F32)))
+                    S[i] = _l1_factor(asum[i], msum)
     # 2. final fit: every element needs a mask combination within tolerance
     err, unit = fit(S, 0.0)
     ok = err <= tol
@@ -429,32 +459,33 @@ def structural_tensor(task, outv, dt, tol=1.0):
     bad = ~ok.any(axis=0)
     best = np.argmin(err - 1e-9 * logp, axis=0)
     # 3. determined mask bits (all consistent combinations agree), kept fraction, L1 consistency
+    # posterior keep probability of every element: prior over the consistent combinations
+    lik = np.where(ok, logp, -np.inf)
+    mx = lik.max(axis=0)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    wts = np.exp(lik - mx[None, :])
+    wsum = wts.sum(axis=0)
     kept, s_check, detail = [], [], []
     for i in range(n):
         if fixed[i]:
             kept.append(None)
             s_check.append(None)
             continue
-        has1 = (ok & (carr[:, i:i + 1] > 0)).any(axis=0)
-        has0 = (ok & (carr[:, i:i + 1] == 0)).any(axis=0)
-        nz = deltas[i] != 0
-        det = (has1 ^ has0) & nz
-        det1 = det & has1
-        k = int(np.count_nonzero(det1))
-        mu = float(P[i][det].sum())
-        var = float((P[i][det] * (1 - P[i][det])).sum())
-        kept.append((k, mu, var, int(det.sum())))
-        detail.append((i, det, det1))
+        nz = (deltas[i] != 0) & ~bad
+        post = np.where(wsum > 0, (wts * carr[:, i:i + 1]).sum(axis=0) / np.where(wsum > 0, wsum, 1), 0.0)
+        # E[posterior] = prior, and Var(posterior) <= p(1-p): compare sums over informative elements
+        K = float(post[nz].sum())
+        mu = float(P[i][nz].sum())
+        var = float((P[i][nz] * (1 - P[i][nz])).sum())
+        kept.append((K, mu, var, int(nz.sum())))
+        detail.append((i, post, nz))
         if not rescale:
             s_check.append(None)
             continue
-        # L1 ratio of the inferred mask; undetermined elements count with their keep probability
+        # L1 ratio of the inferred mask: posterior-weighted kept mass, with its uncertainty
         ad = np.abs(d64[i])
-        amb = ~det & nz & ~bad
-        sure = float(ad[det1].sum()) + float(ad[bad & (carr[best][:, i] > 0)].sum())
-        emass = float((P[i][amb] * ad[amb]).sum())
-        vmass = float((P[i][amb] * (1 - P[i][amb]) * ad[amb] ** 2).sum())
-        bmass = sure + emass
+        bmass = float((post[nz] * ad[nz]).sum()) + float((ad[bad & (carr[best][:, i] > 0)]).sum())
+        vmass = float((post[nz] * (1 - post[nz]) * ad[nz] ** 2).sum())
         if asum[i] < 1e-7 or bmass < 1e-7:
             s_check.append((float(S[i]), 1.0, 1.0, 1.0))
             continue
@@ -462,7 +493,7 @@ def structural_tensor(task, outv, dt, tol=1.0):
         sb = math.sqrt(vmass)
         lo = asum[i] / (bmass + 4 * sb)
         hi = asum[i] / max(bmass - 4 * sb, 1e-30)
-        slack = 4 * se[i] + 1e-4 * s_l1
+        slack = 2e-4 * s_l1
         s_check.append((float(S[i]), s_l1, lo - slack, hi + slack))
     return {"bad": int(bad.sum()), "maxerr": float(minerr.max()) if minerr.size else 0.0,
             "kept": kept, "S": [float(v) for v in S], "s_check": s_check, "converged": True,
@@ -490,7 +521,7 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
         totals[0] += r["numel"]
         msgs = []
         if r["bad"]:
-            msgs.append("%d elements fit no mask combination (min error up to %.2f ulp)" % (r["bad"], r["maxerr"]))
+            msgs.append("%d elements fit no mask combination (error up to %.2f units)" % (r["bad"], r["maxerr"]))
         if not r["converged"]:
             msgs.append("rescale factors did not converge (%s)" % r["S"])
         for i, sc in enumerate(r["s_check"]):
@@ -510,7 +541,7 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
             a[3] += det
             sd = math.sqrt(var) if var > 0 else 0.0
             if det and abs(k - mu) > 5 * sd + 1:
-                msgs.append("model %s: kept %d of %d determined elements, expected %.1f +- %.1f (> 5 sigma)"
+                msgs.append("model %s: kept %.1f of %d elements (posterior), expected %.1f +- %.1f (> 5 sigma)"
                             % (key, k, det, mu, sd))
         if msgs:
             rep.bad("%s: %s" % (n, "; ".join(msgs)))
@@ -520,7 +551,7 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
     for key, (k, mu, var, det) in sorted(agg.items()):
         sd = math.sqrt(var) if var > 0 else 0.0
         z = (k - mu) / sd if sd > 0 else 0.0
-        line = "%s: kept %d of %d determined elements, expected %.1f +- %.1f (z = %+.2f)" % (key, k, det, mu, sd, z)
+        line = "%s: kept %.1f of %d elements (posterior), expected %.1f +- %.1f (z = %+.2f)" % (key, k, det, mu, sd, z)
         if abs(k - mu) > 3 * sd + 1:
             rep.bad("kept fraction: " + line + " beyond 3 sigma")
         else:
