@@ -9,9 +9,11 @@
  *   f16  -> f32: exact, denormals included.
  *   f32  -> bf16: round to nearest, ties to even; denormals kept (no flush); every NaN becomes
  *                 0x7FC0, as torch's c10::BFloat16 does.
- *   f32  -> f16: round to nearest, ties to even, IEEE overflow to +-inf, denormals kept; NaN
- *                becomes sign|0x7E00, as torch does.
- *   f32  -> f32: identity (bit copy).
+ *   f32  -> f16: round to nearest, ties to even, IEEE overflow to +-inf, denormals kept; every
+ *                NaN becomes 0x7E00 (torch keeps the sign; blendfs drops it because the sign of
+ *                a NaN produced by arithmetic is not reproducible across instruction sets).
+ *   f32  -> f32: identity, except that every NaN becomes 0x7FC00000.
+ * So an output never depends on NaN payloads or signs, which IEEE leaves to the hardware.
  *
  *       bf16: s eeeeeeee mmmmmmm          (top half of an f32)
  *       f16:  s eeeee mmmmmmmmmm

@@ -7,7 +7,7 @@
  *       f32:  s eeeeeeee mmmmmmmmmm ddddddddddddd     (13 low bits d are dropped for f16)
  *       f16:  s    eeeee mmmmmmmmmm
  *
- *   a >  0x7F800000            NaN           -> sign|0x7E00 (torch's quiet NaN)
+ *   a >  0x7F800000            NaN           -> 0x7E00 (canonical quiet NaN, sign dropped)
  *   a >= 0x477FF000 (65520.0)  too large     -> sign|0x7C00 (65520 is the tie between 65504, the
  *                                               largest f16, and 65536; ties go to even = up)
  *   a >= 0x38800000 (2^-14)    f16 normal    -> rebias the exponent (127 -> 15), drop d with RNE;
@@ -23,6 +23,7 @@
 
 #include "bf_common.h"
 #include "bf_dtype.h"
+#include "bf_kern.h"
 
 static inline uint16_t ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline void st16(void *p, uint16_t v) { memcpy(p, &v, 2); }
@@ -62,7 +63,7 @@ uint16_t bf_f32_to_f16(float f)
 	uint32_t a = u & 0x7fffffffu;
 
 	if (a > 0x7f800000u)
-		return sign | 0x7e00u;
+		return 0x7e00u;
 	if (a >= 0x477ff000u)
 		return sign | 0x7c00u;
 	if (a >= 0x38800000u) {
@@ -92,8 +93,14 @@ static void f32_to_f32(const void *src, float *dst, size_t n)
 
 static void f32_from_f32(const float *src, void *dst, size_t n)
 {
-	if (n)
-		memmove(dst, src, n * 4);
+	unsigned char *d = dst;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &src[i], 4);
+		if ((u & 0x7fffffffu) > 0x7f800000u)
+			u = 0x7fc00000u; /* canonical NaN */
+		memcpy(d + 4 * i, &u, 4);
+	}
 }
 
 static void f16_to_f32(const void *src, float *dst, size_t n)
@@ -183,14 +190,26 @@ enum bf_dtype bf_dtype_from_torch_name(const char *s)
 	return BF_DT_NONE;
 }
 
+/* The 16-bit conversions go through the selected bf_kern variant (SIMD when available; bit-
+ * identical to the scalar reference in the table above, which test_kern.c checks). */
 void bf_to_f32(enum bf_dtype d, const void *src, float *dst, size_t n)
 {
 	BF_ASSERT(d >= 0 && d < BF_DT_COUNT && bf_dtypes[d].to_f32);
-	bf_dtypes[d].to_f32(src, dst, n);
+	if (d == BF_DT_BF16)
+		bf_kern->bf16_to_f32(src, dst, n);
+	else if (d == BF_DT_F16)
+		bf_kern->f16_to_f32(src, dst, n);
+	else
+		bf_dtypes[d].to_f32(src, dst, n);
 }
 
 void bf_from_f32(enum bf_dtype d, const float *src, void *dst, size_t n)
 {
 	BF_ASSERT(d >= 0 && d < BF_DT_COUNT && bf_dtypes[d].from_f32);
-	bf_dtypes[d].from_f32(src, dst, n);
+	if (d == BF_DT_BF16)
+		bf_kern->f32_to_bf16(src, dst, n);
+	else if (d == BF_DT_F16)
+		bf_kern->f32_to_f16(src, dst, n);
+	else
+		bf_dtypes[d].from_f32(src, dst, n);
 }

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_kern.h"
 #include "bf_log.h"
 #include "bf_method.h"
 #include "bf_plan.h"
@@ -355,8 +356,7 @@ static int gta_kernel(const struct bf_kargs *a)
 	for (uint32_t i = 0; i < n; i++) {
 		const struct gta_model *m = &st->m[i];
 		float *Di = D + (size_t)i * cnt;
-		for (size_t e = 0; e < cnt; e++)
-			Di[e] = a->in[i + 1][e] - B[e];
+		bf_kern->sub(Di, a->in[i + 1], B, cnt);
 		if (m->sparse || m->none) {
 			int r = gta_mask(st, i, Di, a->e0, cnt, mask);
 			if (r)
@@ -364,16 +364,14 @@ static int gta_kernel(const struct bf_kargs *a)
 			for (size_t e = 0; e < cnt; e++)
 				Di[e] = Di[e] * mask[e];
 			if (m->scale != 1.0f)
-				for (size_t e = 0; e < cnt; e++)
-					Di[e] = Di[e] * m->scale;
+				bf_kern->scale(Di, Di, m->scale, cnt);
 		}
-		for (size_t e = 0; e < cnt; e++)
-			Di[e] = Di[e] * m->w;
+		bf_kern->scale(Di, Di, m->w, cnt);
 	}
-	for (size_t e = 0; e < cnt; e++) {
-		float delta = 0.0f, den = 0.0f;
-		if (st->cfg->consensus) {
-			float vote = 0.0f;
+	float *out = a->out;
+	if (st->cfg->consensus) {
+		for (size_t e = 0; e < cnt; e++) {
+			float delta = 0.0f, den = 0.0f, vote = 0.0f;
 			for (uint32_t i = 0; i < n; i++) {
 				float di = D[(size_t)i * cnt + e];
 				vote += st->count ? (float)((di > 0.0f) - (di < 0.0f)) : di;
@@ -387,20 +385,26 @@ static int gta_kernel(const struct bf_kargs *a)
 			}
 			if (den == 0.0f)
 				den = 1.0f;
-		} else {
-			for (uint32_t i = 0; i < n; i++) {
-				delta += D[(size_t)i * cnt + e];
-				den += st->m[i].w;
-			}
-			if (fabsf(den) < 1e-8f)
-				den = 1.0f;
+			if (st->normalize)
+				delta = delta / den;
+			out[e] = delta;
 		}
+	} else {
+		/* no consensus: the divisor is one number, and everything vectorises */
+		float den = 0.0f;
+		memcpy(out, D, cnt * sizeof(float));
+		for (uint32_t i = 1; i < n; i++)
+			bf_kern->add(out, D + (size_t)i * cnt, cnt);
+		for (uint32_t i = 0; i < n; i++)
+			den += st->m[i].w;
+		if (fabsf(den) < 1e-8f)
+			den = 1.0f;
 		if (st->normalize)
-			delta = delta / den;
-		if (st->lambda != 1.0f)
-			delta = delta * st->lambda;
-		a->out[e] = B[e] + delta;
+			bf_kern->div(out, den, cnt);
 	}
+	if (st->lambda != 1.0f)
+		bf_kern->scale(out, out, st->lambda, cnt);
+	bf_kern->add(out, B, cnt); /* B + delta == delta + B */
 	return 0;
 }
 

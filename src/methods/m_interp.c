@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_kern.h"
 #include "bf_log.h"
 #include "bf_method.h"
 #include "bf_plan.h"
@@ -32,18 +33,15 @@ static const struct bf_param_def linear_params[] = {
 static int linear_kernel(const struct bf_kargs *a)
 {
 	const struct bf_otensor *t = a->t;
-	float w[BF_MAX_MODELS * 4 + 1], wsum = 0.0f;
-	for (uint32_t i = 0; i < t->n_in; i++) {
-		w[i] = (float)t->in[i].p[LIN_WEIGHT];
-		wsum += w[i];
-	}
-	bool norm = t->g[LIN_NORMALIZE] != 0;
-	for (size_t e = 0; e < a->n; e++) {
-		float acc = 0.0f;
-		for (uint32_t i = 0; i < t->n_in; i++)
-			acc += w[i] * a->in[i][e];
-		a->out[e] = norm ? acc / wsum : acc;
-	}
+	float wsum = 0.0f;
+	for (uint32_t i = 0; i < t->n_in; i++)
+		wsum += (float)t->in[i].p[LIN_WEIGHT];
+	/* sum_i w_i x_i in input order, then / sum w (mergekit's order of operations) */
+	bf_kern->scale(a->out, a->in[0], (float)t->in[0].p[LIN_WEIGHT], a->n);
+	for (uint32_t i = 1; i < t->n_in; i++)
+		bf_kern->axpy(a->out, a->in[i], (float)t->in[i].p[LIN_WEIGHT], a->n);
+	if (t->g[LIN_NORMALIZE] != 0)
+		bf_kern->div(a->out, wsum, a->n);
 	return 0;
 }
 
@@ -70,9 +68,7 @@ static int passthrough_kernel(const struct bf_kargs *a)
 		memcpy(a->out, a->in[0], a->n * sizeof(float));
 		return 0;
 	}
-	float sf = (float)s;
-	for (size_t e = 0; e < a->n; e++)
-		a->out[e] = a->in[0][e] * sf;
+	bf_kern->scale(a->out, a->in[0], (float)s, a->n);
 	return 0;
 }
 
@@ -177,9 +173,7 @@ static int slerp_stats(struct bf_stream *s, const struct bf_otensor *t, void **o
 static int coef2_kernel(const struct bf_kargs *a)
 {
 	const struct coef2 *c = a->stats;
-	const float *v0 = a->in[0], *v1 = a->in[1];
-	for (size_t e = 0; e < a->n; e++)
-		a->out[e] = c->c0 * v0[e] + c->c1 * v1[e];
+	bf_kern->lin2(a->out, a->in[0], c->c0, a->in[1], c->c1, a->n);
 	return 0;
 }
 

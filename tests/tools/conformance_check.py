@@ -302,6 +302,12 @@ def reconstruct(B, deltas, W, S, combos, cons, normalize, lam):
     return np.stack(preds)
 
 
+# Relative uncertainty allowed on a rescale factor: an implementation sums |delta| in float32 in its
+# own order, so its factor can differ from the exact L1 ratio by a few 1e-6 relative; outputs that
+# cancel to near zero would otherwise demand more precision than the factor has.
+RESCALE_REL_TOL = 2e-5
+
+
 def structural_tensor(task, outv, dt, tol=1.0):
     """Fit one tensor of a random-method output.  -> dict (see check_random)."""
     cons, sp, _, _ = oracle.GTA_VARIANTS[task.method]
@@ -340,6 +346,7 @@ def structural_tensor(task, outv, dt, tol=1.0):
             P.append(np.full(E, d))
     fixed = [dens[i] >= 1 or dens[i] <= 0 for i in range(n)]
     free = [i for i in range(n) if not fixed[i] and rescale]
+    fixed_idx = [i for i in range(n) if i not in free]
     combos = [c for c in itertools.product((0, 1), repeat=n)
               if all(not fixed[i] or c[i] == (1 if dens[i] >= 1 else 0) for i in range(n))]
     carr = np.array(combos, dtype=np.float64)                  # [C, n]
@@ -353,67 +360,67 @@ def structural_tensor(task, outv, dt, tol=1.0):
     y = ov - Bf.astype(np.float64)
     ulp_out = stio.ulp_of(ov, dt)
     absB = np.abs(Bf.astype(np.float64))
+    obits = stio.encode(ov.astype(np.float32), dt).view(np.uint8).reshape(1, E, -1)
+    rel_final = RESCALE_REL_TOL if free else 0.0
 
-    def fit(S, rel):
-        pred = reconstruct(Bf, deltas, W, S, combos, cons, normalize, lam).astype(np.float64)
-        tmag = sum(np.abs(float(W[i]) * float(S[i]) * d64[i]) for i in range(n))
+    def fit(S, rel, idx=None):
+        """error of every combination in tolerance units: [C, E'] and the unit [E']"""
+        if idx is None:
+            idx = slice(None)
+        pred = reconstruct(Bf[idx], [d[idx] for d in deltas], W, S, combos, cons, normalize,
+                           lam).astype(np.float64)
+        tmag = sum(np.abs(float(W[j]) * float(S[j]) * d64[j][idx]) for j in range(n))
         # 1 ulp of the output dtype + float32 rounding of the intermediate sums (a few ulps of the
-        # largest operand) + the current uncertainty of the rescale factors
-        unit = ulp_out + 8 * 2.0 ** -23 * (absB + tmag)
-        err = np.abs(pred - ov[None, :]) / (unit + rel * tmag)
-        return err, unit
+        # largest operand) + the relative uncertainty of the rescale factors
+        unit = ulp_out[idx] + 8 * 2.0 ** -23 * (absB[idx] + tmag)
+        err = np.abs(pred - ov[idx][None, :]) / (unit + rel * tmag)
+        return err, unit + rel * tmag
 
-    def keep_den(S, combo_idx):
-        """per element: keep flags [E, n] and divisor [E] of the chosen combinations."""
-        c = carr[combo_idx]                                     # [E, n]
+    def count_ok(S, rel, idx=None):
+        err, _ = fit(S, rel, idx)
+        return int(np.count_nonzero((err <= tol).any(axis=0)))
+
+    def linear_model(S, combo_idx):
+        """coefficients a_ei with pred_e - B_e = sum_i a_ei S_i for the chosen combinations."""
+        c = carr[combo_idx]
         D = np.stack([c[:, i] * float(W[i]) * float(S[i]) * d64[i] for i in range(n)], 1)
         if cons is not None:
             sw = D.sum(1) if cons == "sum" else np.sign(D).sum(1)
             maj = np.where(sw >= 0, 1.0, -1.0)
-            keep = (np.sign(D) == maj[:, None]).astype(np.float64)
+            keep = (np.sign(D) == maj[:, None]).astype(np.float64) * c
             den = (keep * W.astype(np.float64)[None, :]).sum(1)
             den = np.where(den == 0, 1.0, den)
         else:
-            keep = c.copy()
+            keep = c
             den = np.full(E, float(W.astype(np.float64).sum()))
             if abs(den[0]) < 1e-8:
                 den[:] = 1.0
         if not normalize:
             den = np.ones(E)
-        return keep * c, den
+        return [lam * keep[:, i] * float(W[i]) * d64[i] / den for i in range(n)]
 
-    # 1. rescale factors: coordinate-wise scans, coarse to fine, maximizing the number of elements
-    #    that some mask combination explains (a count is robust to misassigned elements).  At each
-    #    level the tolerance includes half the grid step as relative uncertainty of the factors.
+    def with_free(S, vals):
+        Sv = list(S)
+        for k, i in enumerate(free):
+            Sv[i] = F32(vals[k])
+        return Sv
+
+    # 1. rescale factors
     S = [F32(1.0 / dens[i]) if (rescale and 0 < dens[i] < 1) else F32(1) for i in range(n)]
-    se = [0.0] * n
     if free:
-        subs = {}
-        for i in free:
-            idx = np.nonzero(deltas[i])[0]
-            subs[i] = idx
-
-        def count_ok(Sv, rel, idx):
-            pred = reconstruct(Bf[idx], [d[idx] for d in deltas], W, Sv, combos, cons, normalize,
-                               lam).astype(np.float64)
-            tmag = sum(np.abs(float(W[j]) * float(Sv[j]) * d64[j][idx]) for j in range(n))
-            unit = ulp_out[idx] + 8 * 2.0 ** -23 * (absB[idx] + tmag)
-            e = np.abs(pred - ov[idx][None, :]) / (unit + rel * tmag)
-            return int(np.count_nonzero((e <= tol).any(axis=0)))
-
-        # level 0: a geometric grid over [1, 8/density] (small tensors can be far from 1/density);
-        # then relative grids around the current value
-        levels = [(2e-2, None), (1e-3, 25), (5e-5, 25), (2.5e-6, 25), (1.5e-7, 20)]
-        for step, half in levels:
-            for _pass in range(2 if half is not None else 1):
+        # a) coordinate-wise scans maximizing the number of explained elements (a count is robust to
+        #    misassigned elements): a geometric grid over [1, 8/density] (small tensors can be far
+        #    from 1/density), then a 0.1% grid; half the step is the tolerance on the factors
+        subs = {i: np.nonzero(deltas[i])[0] for i in free}
+        for step, half in ((2e-2, None), (1e-3, 25)):
+            for _pass in range(1 if half is None else 2):
                 for i in free:
                     idx = subs[i]
                     if idx.size == 0:
                         continue
                     base_s = float(S[i])
                     if half is None:
-                        hi = 8.0 / dens[i]
-                        grid = list(np.exp(np.arange(0.0, math.log(hi), step)))
+                        grid = list(np.exp(np.arange(0.0, math.log(8.0 / dens[i]), step)))
                     else:
                         grid = [base_s * (1 + k * step) for k in range(-half, half + 1)]
                     counts = []
@@ -424,9 +431,8 @@ def structural_tensor(task, outv, dt, tol=1.0):
                     counts = np.array(counts)
                     cmax = counts.max()
                     top = np.nonzero(counts == cmax)[0]
-                    if half is None and top.size == counts.size:
-                        continue            # no information at all: keep 1/density for now
-                    # middle of the run of maxima that holds the maximum nearest the current value
+                    if top.size == counts.size:
+                        continue            # no information
                     cur = int(np.argmin(np.abs(np.array(grid) - base_s)))
                     k0 = top[np.argmin(np.abs(top - cur))]
                     lo_k = hi_k = k0
@@ -435,36 +441,102 @@ def structural_tensor(task, outv, dt, tol=1.0):
                     while hi_k + 1 < len(counts) and counts[hi_k + 1] == cmax:
                         hi_k += 1
                     S[i] = F32(grid[(lo_k + hi_k) // 2])
-        # models the scans could not pin down (every value fits, e.g. norm weights whose deltas
-        # vanish in bf16): the L1 ratio of the most likely consistent assignment
-        for _ in range(3):
-            err, unit = fit(S, 0.0)
-            okc = err <= tol
-            score = np.where(okc, logp, -np.inf)
-            best = np.where(okc.any(axis=0), np.argmax(score, axis=0), np.argmin(err, axis=0))
+        # b) weighted least squares over elements with a single consistent combination, the
+        #    weights capped by the current uncertainty of the factors; misassigned outliers dropped
+        for rel in (5e-4, 2e-4, 1e-4, 5e-5, rel_final, rel_final):
+            err, unit = fit(S, rel)
+            okr = err <= tol
+            best = np.argmin(err - 1e-9 * logp, axis=0)
+            # a single consistent prediction (combinations differing only where delta == 0 tie)
+            first = err.min(axis=0)
+            second = np.where(err > first[None, :] * (1 + 1e-9) + 1e-12, err, np.inf).min(axis=0)
+            conf = okr.any(axis=0) & (second > tol)
+            coef = linear_model(S, best)
+            A = np.stack([coef[i] for i in free], 1) / unit[:, None]
+            yy = (y - sum((coef[i] * float(S[i]) for i in fixed_idx), np.zeros(E))) / unit
+            sel = conf & np.any(A != 0, axis=1)
+            if sel.sum() < len(free):
+                continue
+            Aw, yw = A[sel], yy[sel]
+            sol = np.linalg.lstsq(Aw, yw, rcond=None)[0]
+            for _ in range(3):
+                res = np.abs(Aw @ sol - yw)
+                good = res <= max(2.0, 10 * float(np.median(res)))
+                if good.all() or good.sum() < len(free):
+                    break
+                Aw, yw = Aw[good], yw[good]
+                sol = np.linalg.lstsq(Aw, yw, rcond=None)[0]
+            for k, i in enumerate(free):
+                if np.count_nonzero(Aw[:, k]) >= 3 and np.isfinite(sol[k]) and sol[k] > 0:
+                    S[i] = F32(sol[k])
+        # c) the exact constraints are slabs |a_e . S - y_e| <= 1 unit; least squares may leave a
+        #    few sensitive ones violated: project onto them (POCS), using only elements whose
+        #    combination is unambiguous at a looser tolerance
+        err, unit = fit(S, rel_final)
+        first = err.min(axis=0)
+        # second best distinct prediction (combinations that differ only where delta == 0 tie)
+        second = np.where(err > first[None, :] * (1 + 1e-9) + 1e-12, err, np.inf).min(axis=0)
+        conf = second >= 4 * np.maximum(first, 1.0)
+        best = np.argmin(err - 1e-9 * logp, axis=0)
+        Sd = np.array([float(S[i]) for i in free])
+        for _sweep in range(50):
+            err, unit = fit(S, rel_final)
+            if (err <= tol).any(axis=0).all():
+                break
+            coef = linear_model(S, best)
+            A = np.stack([coef[i] for i in free], 1) / unit[:, None]
+            yy = (y - sum((coef[i] * float(S[i]) for i in fixed_idx), np.zeros(E))) / unit
+            r = A @ Sd - yy
+            viol = np.nonzero(conf & (np.abs(r) > 0.9) & np.any(A != 0, axis=1))[0]
+            if viol.size == 0:
+                break
+            for e in viol[np.argsort(-np.abs(r[viol]))]:
+                a = A[e]
+                re = float(a @ Sd - yy[e])
+                if abs(re) > 0.9:
+                    Sd = Sd - (re - math.copysign(0.8, re)) * a / float(a @ a)
+            S = with_free(S, Sd)
+        # d) models the data cannot pin down (e.g. norm weights whose deltas vanish in bf16) take
+        #    the L1 ratio of their posterior mask (jointly, else one model at a time) when that
+        #    explains as many elements
+        for _ in range(4):
+            post, bad, best, mapc = posterior_of(S, fit, tol, combos, carr, logp, obits, E, n, dt,
+                                                 rel_final, Bf, deltas, W, cons, normalize, lam)
+            c0 = count_ok(S, rel_final)
+            cands = []
+            l1_post = {i: F32(l1_estimate(i, post, bad, best, d64, deltas, carr, asum)[0]) for i in free}
+            map_post = [carr[mapc][:, k] for k in range(n)]
+            l1_map = {i: F32(l1_estimate(i, map_post, bad, best, d64, deltas, carr, asum)[0]) for i in free}
+            for l1 in (l1_map, l1_post):
+                Sv = list(S)
+                for i in free:
+                    Sv[i] = l1[i]
+                cands.append(Sv)
             for i in free:
-                idx = subs[i]
-                Sv_lo = list(S)
-                Sv_lo[i] = F32(float(S[i]) * 0.9)
-                Sv_hi = list(S)
-                Sv_hi[i] = F32(float(S[i]) * 1.1)
-                c0 = count_ok(S, 0.0, idx)
-                if idx.size and count_ok(Sv_lo, 0.0, idx) == c0 and count_ok(Sv_hi, 0.0, idx) == c0:
-                    msum = float(oracle.sum32(np.abs(deltas[i]) * carr[best][:, i].astype(F32)))
-                    S[i] = _l1_factor(asum[i], msum)
+                for l1 in (l1_map, l1_post):
+                    Sv = list(S)
+                    Sv[i] = l1[i]
+                    cands.append(Sv)
+            changed = False
+            for Sv in cands:
+                if all(float(a) == float(b) for a, b in zip(Sv, S)):
+                    continue
+                c1 = count_ok(Sv, rel_final)
+                if c1 >= c0:
+                    S = Sv
+                    changed = True
+                    break
+            if not changed:
+                break
     # 2. final fit: every element needs a mask combination within tolerance
-    err, unit = fit(S, 0.0)
+    err, _ = fit(S, rel_final)
     ok = err <= tol
-    minerr = err.min(axis=0)
     bad = ~ok.any(axis=0)
-    best = np.argmin(err - 1e-9 * logp, axis=0)
-    # 3. determined mask bits (all consistent combinations agree), kept fraction, L1 consistency
-    # posterior keep probability of every element: prior over the consistent combinations
-    lik = np.where(ok, logp, -np.inf)
-    mx = lik.max(axis=0)
-    mx = np.where(np.isfinite(mx), mx, 0.0)
-    wts = np.exp(lik - mx[None, :])
-    wsum = wts.sum(axis=0)
+    minerr = err.min(axis=0)
+    post, bad, best, mapc = posterior_of(S, fit, tol, combos, carr, logp, obits, E, n, dt, rel_final,
+                                         Bf, deltas, W, cons, normalize, lam)
+    # 3. kept fraction (the sum of posterior keep probabilities has the sum of the keep
+    #    probabilities as expectation and at most sum p(1-p) as variance) and L1 consistency
     kept, s_check, detail = [], [], []
     for i in range(n):
         if fixed[i]:
@@ -472,32 +544,60 @@ def structural_tensor(task, outv, dt, tol=1.0):
             s_check.append(None)
             continue
         nz = (deltas[i] != 0) & ~bad
-        post = np.where(wsum > 0, (wts * carr[:, i:i + 1]).sum(axis=0) / np.where(wsum > 0, wsum, 1), 0.0)
-        # E[posterior] = prior, and Var(posterior) <= p(1-p): compare sums over informative elements
-        K = float(post[nz].sum())
+        K = float(post[i][nz].sum())
         mu = float(P[i][nz].sum())
         var = float((P[i][nz] * (1 - P[i][nz])).sum())
         kept.append((K, mu, var, int(nz.sum())))
-        detail.append((i, post, nz))
+        detail.append((i, post[i], nz))
         if not rescale:
             s_check.append(None)
             continue
-        # L1 ratio of the inferred mask: posterior-weighted kept mass, with its uncertainty
-        ad = np.abs(d64[i])
-        bmass = float((post[nz] * ad[nz]).sum()) + float((ad[bad & (carr[best][:, i] > 0)]).sum())
-        vmass = float((post[nz] * (1 - post[nz]) * ad[nz] ** 2).sum())
+        s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
         if asum[i] < 1e-7 or bmass < 1e-7:
             s_check.append((float(S[i]), 1.0, 1.0, 1.0))
             continue
-        s_l1 = asum[i] / bmass
         sb = math.sqrt(vmass)
         lo = asum[i] / (bmass + 4 * sb)
         hi = asum[i] / max(bmass - 4 * sb, 1e-30)
-        slack = 2e-4 * s_l1
+        slack = 2 * RESCALE_REL_TOL * s_l1
         s_check.append((float(S[i]), s_l1, lo - slack, hi + slack))
     return {"bad": int(bad.sum()), "maxerr": float(minerr.max()) if minerr.size else 0.0,
             "kept": kept, "S": [float(v) for v in S], "s_check": s_check, "converged": True,
             "n": n, "numel": E, "detail": detail}
+
+
+def posterior_of(S, fit, tol, combos, carr, logp, obits, E, n, dt, rel, Bf, deltas, W, cons, normalize, lam):
+    """posterior keep probability of every element and model: the prior restricted to the
+    combinations whose prediction rounds exactly to the output (or, when none does, because of
+    float32 summation order, to those within the tolerance).
+    -> (post [n][E], bad [E], closest combination [E], most probable consistent combination [E])"""
+    err, _ = fit(S, rel)
+    ok = err <= tol
+    pred = reconstruct(Bf, deltas, W, S, combos, cons, normalize, lam)
+    ex = np.stack([stio.encode(pc, dt).view(np.uint8).reshape(E, -1) for pc in pred])
+    ex = np.all(ex == obits, axis=2)
+    cset = np.where(ex.any(axis=0)[None, :], ex, ok)
+    lik = np.where(cset, logp, -np.inf)
+    mx = lik.max(axis=0)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    wts = np.exp(lik - mx[None, :])
+    wsum = wts.sum(axis=0)
+    safe = np.where(wsum > 0, wsum, 1.0)
+    post = [np.where(wsum > 0, (wts * carr[:, i:i + 1]).sum(axis=0) / safe, 0.0) for i in range(n)]
+    best = np.argmin(err - 1e-9 * logp, axis=0)
+    mapc = np.where(np.isfinite(lik.max(axis=0)), np.argmax(lik, axis=0), best)
+    return post, ~ok.any(axis=0), best, mapc
+
+
+def l1_estimate(i, post, bad, best, d64, deltas, carr, asum):
+    """L1 rescale ratio of model i implied by the posterior masks: (ratio, kept mass, its variance)."""
+    ad = np.abs(d64[i])
+    nz = (deltas[i] != 0) & ~bad
+    bmass = float((post[i][nz] * ad[nz]).sum()) + float(ad[bad & (carr[best][:, i] > 0)].sum())
+    vmass = float((post[i][nz] * (1 - post[i][nz]) * ad[nz] ** 2).sum())
+    if asum[i] < 1e-7 or bmass < 1e-7:
+        return 1.0, bmass, vmass
+    return asum[i] / bmass, bmass, vmass
 
 
 def check_random(rep, names, got, case_yaml, fixtures_dir, totals):

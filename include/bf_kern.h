@@ -1,0 +1,39 @@
+/* bf_kern.h: vector primitives for the hot paths, with a scalar reference and SIMD variants.
+ *
+ * Kernels are written once in terms of these primitives; each primitive is an elementwise
+ * IEEE f32 operation (no FMA, no reassociation), so every variant gives the reference's bits
+ * exactly. tests/unit/test_kern.c checks that bit for bit over random and special inputs
+ * (NaN, infinities, denormals, signed zeros, rounding ties).
+ *
+ * bf_kern points at the variant chosen at start-up: AVX2+F16C when the CPU has it and the build
+ * includes it, else the reference. BLENDFS_SIMD=0 in the environment forces the reference.
+ */
+#ifndef BF_KERN_H
+#define BF_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bf_kern {
+	const char *name;
+	void (*bf16_to_f32)(const void *src, float *dst, size_t n);
+	void (*f32_to_bf16)(const float *src, void *dst, size_t n);
+	void (*f16_to_f32)(const void *src, float *dst, size_t n);
+	void (*f32_to_f16)(const float *src, void *dst, size_t n);
+	void (*scale)(float *out, const float *x, float w, size_t n);              /* out = x * w */
+	void (*axpy)(float *out, const float *x, float w, size_t n);               /* out = out + x * w */
+	void (*div)(float *out, float d, size_t n);                                /* out = out / d */
+	void (*sub)(float *out, const float *a, const float *b, size_t n);         /* out = a - b */
+	void (*add)(float *out, const float *a, size_t n);                         /* out = out + a */
+	void (*lin2)(float *out, const float *a, float wa, const float *b, float wb, size_t n); /* out = a*wa + b*wb */
+};
+
+extern const struct bf_kern bf_kern_ref;
+/* The selected variant (never NULL). */
+extern const struct bf_kern *bf_kern;
+/* AVX2+F16C variant, or NULL when not built or not supported by this CPU. */
+const struct bf_kern *bf_kern_avx2(void);
+/* Re-select (tests): simd=false forces the reference. */
+void bf_kern_select(int simd);
+
+#endif

@@ -1,0 +1,146 @@
+/* bf_kern_avx2.c: AVX2 + F16C variants of the bf_kern primitives. Built with -mavx2 -mf16c
+ * (never -mfma: a fused multiply-add rounds once where the reference rounds twice), selected at
+ * run time only on CPUs that have both. Each loop ends with the reference for its tail. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "bf_kern.h"
+
+static void v_bf16_to_f32(const void *src, float *dst, size_t n)
+{
+	const unsigned char *s = src;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
+		__m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+		_mm256_storeu_ps(dst + i, _mm256_castsi256_ps(u));
+	}
+	bf_kern_ref.bf16_to_f32(s + 2 * i, dst + i, n - i);
+}
+
+/* RNE: (u + 0x7fff + lsb) >> 16; every NaN -> 0x7fc0 (as torch) */
+static inline __m128i cvt8_bf16(__m256 x)
+{
+	__m256i u = _mm256_castps_si256(x);
+	__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+	__m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+	__m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+	r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+	__m256i p = _mm256_packus_epi32(r, r); /* lanes: r0-3 r0-3 | r4-7 r4-7 */
+	p = _mm256_permute4x64_epi64(p, 0x08);  /* r0-3 r4-7 in the low half */
+	return _mm256_castsi256_si128(p);
+}
+
+static void v_f32_to_bf16(const float *src, void *dst, size_t n)
+{
+	unsigned char *d = dst;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(d + 2 * i), cvt8_bf16(_mm256_loadu_ps(src + i)));
+	bf_kern_ref.f32_to_bf16(src + i, d + 2 * i, n - i);
+}
+
+/* F16C quiets signalling NaNs; the reference keeps the payload bits as they are (sign, all-ones
+ * exponent, mantissa << 13), so NaN lanes are rebuilt that way. */
+static void v_f16_to_f32(const void *src, float *dst, size_t n)
+{
+	const unsigned char *s = src;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm_loadu_si128((const __m128i *)(s + 2 * i));
+		__m256i w = _mm256_cvtepu16_epi32(h);
+		__m256i abs = _mm256_and_si256(w, _mm256_set1_epi32(0x7fff));
+		__m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7c00));
+		__m256i raw = _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), 16),
+					      _mm256_or_si256(_mm256_set1_epi32(0x7f800000),
+							      _mm256_slli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x3ff)), 13)));
+		__m256 f = _mm256_cvtph_ps(h);
+		f = _mm256_blendv_ps(f, _mm256_castsi256_ps(raw), _mm256_castsi256_ps(nan));
+		_mm256_storeu_ps(dst + i, f);
+	}
+	bf_kern_ref.f16_to_f32(s + 2 * i, dst + i, n - i);
+}
+
+/* F16C rounds to nearest even; every NaN becomes 0x7e00 (bf_dtype.h) */
+static void v_f32_to_f16(const float *src, void *dst, size_t n)
+{
+	unsigned char *d = dst;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(src + i);
+		__m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		__m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+		__m256i m16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(nan, nan), 0x08);
+		h = _mm_blendv_epi8(h, _mm_set1_epi16(0x7e00), _mm256_castsi256_si128(m16));
+		_mm_storeu_si128((__m128i *)(d + 2 * i), h);
+	}
+	bf_kern_ref.f32_to_f16(src + i, d + 2 * i, n - i);
+}
+
+static void v_scale(float *out, const float *x, float w, size_t n)
+{
+	__m256 vw = _mm256_set1_ps(w);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vw));
+	bf_kern_ref.scale(out + i, x + i, w, n - i);
+}
+
+static void v_axpy(float *out, const float *x, float w, size_t n)
+{
+	__m256 vw = _mm256_set1_ps(w);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vw)));
+	bf_kern_ref.axpy(out + i, x + i, w, n - i);
+}
+
+static void v_div(float *out, float dv, size_t n)
+{
+	__m256 vd = _mm256_set1_ps(dv);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_div_ps(_mm256_loadu_ps(out + i), vd));
+	bf_kern_ref.div(out + i, dv, n - i);
+}
+
+static void v_sub(float *out, const float *a, const float *b, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+	bf_kern_ref.sub(out + i, a + i, b + i, n - i);
+}
+
+static void v_add(float *out, const float *a, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), _mm256_loadu_ps(a + i)));
+	bf_kern_ref.add(out + i, a + i, n - i);
+}
+
+static void v_lin2(float *out, const float *a, float wa, const float *b, float wb, size_t n)
+{
+	__m256 va = _mm256_set1_ps(wa), vb = _mm256_set1_ps(wb);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + i), va),
+							_mm256_mul_ps(_mm256_loadu_ps(b + i), vb)));
+	bf_kern_ref.lin2(out + i, a + i, wa, b + i, wb, n - i);
+}
+
+static const struct bf_kern kern_avx2 = {
+	.name = "avx2+f16c",
+	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
+	.f16_to_f32 = v_f16_to_f32, .f32_to_f16 = v_f32_to_f16,
+	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
+};
+
+const struct bf_kern *bf_kern_avx2(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+		return &kern_avx2;
+	return NULL;
+}

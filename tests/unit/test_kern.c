@@ -1,0 +1,170 @@
+/* test_kern.c: every SIMD primitive gives the scalar reference's bits exactly. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_kern.h"
+#include "bf_test.h"
+
+static uint64_t st = 0x9E3779B97F4A7C15ull;
+static uint32_t r32(void)
+{
+	st ^= st << 13;
+	st ^= st >> 7;
+	st ^= st << 17;
+	return (uint32_t)(st >> 16);
+}
+
+/* random f32 bit patterns mixed with the special values that trip conversions */
+static float rf(void)
+{
+	static const uint32_t special[] = {
+		0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00001, 0x7f800001,
+		0x00000001, 0x807fffff, 0x00400000, 0x3f808000, 0x3f818000, 0x477ff000, 0x477fefff,
+		0x38800000, 0x387fc000, 0x33800000, 0x33000000, 0x7f7fffff, 0x3f800000,
+	};
+	uint32_t u = r32() % 8 == 0 ? special[r32() % (sizeof(special) / 4)] : r32();
+	if (r32() % 4 == 0) /* values near 1 where rounding ties are common */
+		u = 0x3f800000u | (r32() & 0x007fffffu);
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static const struct bf_kern *simd;
+
+/* f32 results must match bit for bit, except that two NaNs count as equal: IEEE leaves the
+ * payload and sign of a NaN result to the hardware, and every output conversion canonicalises
+ * NaNs (bf_dtype.h), so they never reach a file. */
+static int same_f32(const float *a, const float *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (memcmp(&a[i], &b[i], 4) && !(isnan(a[i]) && isnan(b[i])))
+			return 0;
+	return 1;
+}
+
+BF_TEST(widen_exhaustive)
+{
+	if (!simd)
+		return;
+	uint16_t *h = malloc(65536 * 2);
+	float *a = malloc(65536 * 4), *b = malloc(65536 * 4);
+	for (uint32_t i = 0; i < 65536; i++)
+		h[i] = (uint16_t)i;
+	bf_kern_ref.bf16_to_f32(h, a, 65536);
+	simd->bf16_to_f32(h, b, 65536);
+	EXPECT(memcmp(a, b, 65536 * 4) == 0);
+	bf_kern_ref.f16_to_f32(h, a, 65536);
+	simd->f16_to_f32(h, b, 65536);
+	size_t bad = 0;
+	for (uint32_t i = 0; i < 65536; i++)
+		if (memcmp(&a[i], &b[i], 4)) {
+			if (bad++ < 5) {
+				uint32_t x, y;
+				memcpy(&x, &a[i], 4);
+				memcpy(&y, &b[i], 4);
+				BF_T_FAIL("f16 0x%04x: ref 0x%08x simd 0x%08x", i, x, y);
+			}
+		}
+	EXPECT(bad == 0);
+	free(h);
+	free(a);
+	free(b);
+}
+
+BF_TEST(narrow_random)
+{
+	if (!simd)
+		return;
+	size_t n = 1 << 20;
+	float *x = malloc(n * 4);
+	uint16_t *a = malloc(n * 2), *b = malloc(n * 2);
+	for (int round = 0; round < 8; round++) {
+		for (size_t i = 0; i < n; i++)
+			x[i] = rf();
+		bf_kern_ref.f32_to_bf16(x, a, n);
+		simd->f32_to_bf16(x, b, n);
+		EXPECT(memcmp(a, b, n * 2) == 0);
+		bf_kern_ref.f32_to_f16(x, a, n);
+		simd->f32_to_f16(x, b, n);
+		size_t bad = 0;
+		for (size_t i = 0; i < n; i++)
+			if (a[i] != b[i] && bad++ < 5) {
+				uint32_t u;
+				memcpy(&u, &x[i], 4);
+				BF_T_FAIL("f32 0x%08x -> f16: ref 0x%04x simd 0x%04x", u, a[i], b[i]);
+			}
+		EXPECT(bad == 0);
+	}
+	free(x);
+	free(a);
+	free(b);
+}
+
+BF_TEST(arithmetic_random_with_tails)
+{
+	if (!simd)
+		return;
+	for (int round = 0; round < 200; round++) {
+		size_t n = 1 + r32() % 300; /* odd lengths exercise the scalar tails */
+		float *x = malloc(n * 4), *y = malloc(n * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4);
+		for (size_t i = 0; i < n; i++) {
+			x[i] = rf();
+			y[i] = rf();
+		}
+		float w = rf(), v = rf();
+		bf_kern_ref.scale(o1, x, w, n);
+		simd->scale(o2, x, w, n);
+		EXPECT(same_f32(o1, o2, n));
+		memcpy(o2, o1, n * 4);
+		bf_kern_ref.axpy(o1, y, v, n);
+		simd->axpy(o2, y, v, n);
+		EXPECT(same_f32(o1, o2, n));
+		memcpy(o2, o1, n * 4);
+		bf_kern_ref.div(o1, w, n);
+		simd->div(o2, w, n);
+		EXPECT(same_f32(o1, o2, n));
+		bf_kern_ref.sub(o1, x, y, n);
+		simd->sub(o2, x, y, n);
+		EXPECT(same_f32(o1, o2, n));
+		memcpy(o2, o1, n * 4);
+		bf_kern_ref.add(o1, x, n);
+		simd->add(o2, x, n);
+		EXPECT(same_f32(o1, o2, n));
+		bf_kern_ref.lin2(o1, x, w, y, v, n);
+		simd->lin2(o2, x, w, y, v, n);
+		EXPECT(same_f32(o1, o2, n));
+		free(x);
+		free(y);
+		free(o1);
+		free(o2);
+	}
+}
+
+BF_TEST(reference_values)
+{
+	/* the reference itself against hand-worked values */
+	float f[4] = { 1.0f, 0x1.01p0f, 0x1.03p0f, 1e-39f };
+	uint16_t h[4];
+	bf_kern_ref.f32_to_bf16(f, h, 4);
+	EXPECT_EQ_HEX(h[0], 0x3f80);
+	EXPECT_EQ_HEX(h[1], 0x3f80); /* 1 + 2^-8: a tie, rounds to even */
+	EXPECT_EQ_HEX(h[2], 0x3f82); /* 1 + 3*2^-8: a tie, rounds up to even */
+	EXPECT_EQ_HEX(h[3], 0x000b); /* denormals are kept, not flushed */
+	float out[3], a[3] = { 1, 2, 3 }, b[3] = { 4, 5, 6 };
+	bf_kern_ref.lin2(out, a, 0.5f, b, 2.0f, 3);
+	EXPECT_EQ_DBL(out[0], 8.5);
+	EXPECT_EQ_DBL(out[2], 13.5);
+}
+
+int main(void)
+{
+	simd = bf_kern_avx2();
+	printf("simd variant: %s\n", simd ? simd->name : "none on this CPU/build (reference only)");
+	RUN(widen_exhaustive);
+	RUN(narrow_random);
+	RUN(arithmetic_random_with_tails);
+	RUN(reference_values);
+	return bf_test_report();
+}

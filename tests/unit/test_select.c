@@ -1,0 +1,105 @@
+/* test_select.c: radix rank selection against a plain stable sort. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bf_select.h"
+#include "bf_test.h"
+
+static const uint32_t *g_keys;
+
+static int cmp_stable(const void *a, const void *b)
+{
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	if (g_keys[i] != g_keys[j])
+		return g_keys[i] < g_keys[j] ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t xs(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* select rank R over keys fed in blocks of `blk`, then check the predicate against the sort */
+static int check(const uint32_t *keys, uint32_t n, uint64_t R, size_t blk)
+{
+	struct bf_select s;
+	if (bf_select_init(&s, R, n))
+		return 0;
+	while (!bf_select_done(&s)) {
+		for (size_t o = 0; o < n; o += blk)
+			bf_select_feed(&s, keys + o, o, n - o < blk ? n - o : blk);
+		bf_select_next_pass(&s);
+	}
+	uint32_t *perm = malloc(n * sizeof(uint32_t));
+	for (uint32_t i = 0; i < n; i++)
+		perm[i] = i;
+	g_keys = keys;
+	qsort(perm, n, sizeof(uint32_t), cmp_stable);
+	int ok = 1;
+	for (uint32_t r = 0; r < n; r++) {
+		uint32_t i = perm[r];
+		if (bf_select_below(&s, keys[i], i) != (r < R))
+			ok = 0;
+	}
+	free(perm);
+	bf_select_free(&s);
+	return ok;
+}
+
+BF_TEST(random_keys_every_rank_shape)
+{
+	uint32_t n = 5000;
+	uint32_t *k = malloc(n * sizeof(uint32_t));
+	for (int trial = 0; trial < 40; trial++) {
+		/* wide keys, then heavy ties (few distinct values), then ties within one top bucket */
+		for (uint32_t i = 0; i < n; i++)
+			k[i] = trial % 3 == 0 ? (uint32_t)xs() : trial % 3 == 1 ? (uint32_t)(xs() % 7) : 0x12340000u | (uint32_t)(xs() % 5);
+		uint64_t R = xs() % (n + 1);
+		EXPECT(check(k, n, R, 1 + xs() % 777));
+	}
+	EXPECT(check(k, n, 0, 100));   /* nothing below */
+	EXPECT(check(k, n, n, 100));   /* everything below */
+	EXPECT(check(k, n, n - 1, 64));
+	free(k);
+}
+
+BF_TEST(magnitude_keys_order)
+{
+	/* |x| ascending and descending key maps, with -0.0 == 0.0 and ties by index */
+	float v[] = { 0.5f, -0.5f, 0.0f, -0.0f, 2.0f, -3.0f, 1e-30f };
+	EXPECT(bf_key_abs_asc(0.5f) == bf_key_abs_asc(-0.5f));
+	EXPECT(bf_key_abs_asc(0.0f) == bf_key_abs_asc(-0.0f));
+	EXPECT(bf_key_abs_asc(1e-30f) < bf_key_abs_asc(0.5f));
+	EXPECT(bf_key_abs_desc(-3.0f) < bf_key_abs_desc(2.0f));
+	EXPECT(bf_key_float_asc(-3.0f) < bf_key_float_asc(-0.5f));
+	EXPECT(bf_key_float_asc(-0.5f) < bf_key_float_asc(0.0f));
+	EXPECT(bf_key_float_asc(0.0f) < bf_key_float_asc(1e-30f));
+	/* top 3 by |x| descending, stable: -3, 2, then 0.5 (index 0) before -0.5 (index 1) */
+	uint32_t keys[7];
+	for (int i = 0; i < 7; i++)
+		keys[i] = bf_key_abs_desc(v[i]);
+	struct bf_select s;
+	bf_select_init(&s, 3, 7);
+	while (!bf_select_done(&s)) {
+		bf_select_feed(&s, keys, 0, 7);
+		bf_select_next_pass(&s);
+	}
+	int kept[7];
+	for (int i = 0; i < 7; i++)
+		kept[i] = bf_select_below(&s, keys[i], (uint64_t)i);
+	EXPECT(kept[5] && kept[4] && kept[0]);
+	EXPECT(!kept[1] && !kept[2] && !kept[3] && !kept[6]);
+	bf_select_free(&s);
+}
+
+int main(void)
+{
+	RUN(random_keys_every_rank_shape);
+	RUN(magnitude_keys_order);
+	return bf_test_report();
+}
