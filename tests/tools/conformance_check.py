@@ -266,14 +266,6 @@ def check_magnitude_cut(rep, names, got, exp, ties, totals, with_slack):
 # ---------------------------------------------------------------------------------------------
 # random methods: structural check
 
-def _l1_factor(delta_abs_sum, masked_abs_sum):
-    a = F32(delta_abs_sum)
-    b = F32(masked_abs_sum)
-    if a < 1e-7 or b < 1e-7:
-        return F32(1)
-    return a / b
-
-
 def reconstruct(B, deltas, W, S, combos, cons, normalize, lam):
     """predicted outputs for every mask combination: array [n_combos, numel] (float32)."""
     preds = []
@@ -306,6 +298,9 @@ def reconstruct(B, deltas, W, S, combos, cons, normalize, lam):
 # own order, so its factor can differ from the exact L1 ratio by a few 1e-6 relative; outputs that
 # cancel to near zero would otherwise demand more precision than the factor has.
 RESCALE_REL_TOL = 2e-5
+# elements (terms >= 8 tolerance units) a model needs in a tensor before its L1 rescale relation is
+# checked there
+MIN_INFORMATIVE = 30
 
 
 def structural_tensor(task, outv, dt, tol=1.0):
@@ -496,38 +491,59 @@ def structural_tensor(task, outv, dt, tol=1.0):
                 if abs(re) > 0.9:
                     Sd = Sd - (re - math.copysign(0.8, re)) * a / float(a @ a)
             S = with_free(S, Sd)
-        # d) models the data cannot pin down (e.g. norm weights whose deltas vanish in bf16) take
-        #    the L1 ratio of their posterior mask (jointly, else one model at a time) when that
-        #    explains as many elements
-        for _ in range(4):
-            post, bad, best, mapc = posterior_of(S, fit, tol, combos, carr, logp, obits, E, n, dt,
+        # d) models the data cannot pin down (e.g. norm weights whose deltas vanish in bf16): when the
+        #    factors are not the L1 ratios of the inferred masks, iterate S <- L1(most probable
+        #    consistent masks under S) from several starting points and keep the state explaining
+        #    the most elements, preferring L1-consistent ones
+        def l1_state(Sx):
+            post, bad, best, mapc = posterior_of(Sx, fit, tol, combos, carr, logp, obits, E, n, dt,
                                                  rel_final, Bf, deltas, W, cons, normalize, lam)
-            c0 = count_ok(S, rel_final)
-            cands = []
-            l1_post = {i: F32(l1_estimate(i, post, bad, best, d64, deltas, carr, asum)[0]) for i in free}
-            map_post = [carr[mapc][:, k] for k in range(n)]
-            l1_map = {i: F32(l1_estimate(i, map_post, bad, best, d64, deltas, carr, asum)[0]) for i in free}
-            for l1 in (l1_map, l1_post):
-                Sv = list(S)
-                for i in free:
-                    Sv[i] = l1[i]
-                cands.append(Sv)
+            okl = True
             for i in free:
-                for l1 in (l1_map, l1_post):
-                    Sv = list(S)
-                    Sv[i] = l1[i]
-                    cands.append(Sv)
-            changed = False
-            for Sv in cands:
-                if all(float(a) == float(b) for a, b in zip(Sv, S)):
-                    continue
-                c1 = count_ok(Sv, rel_final)
-                if c1 >= c0:
-                    S = Sv
-                    changed = True
-                    break
-            if not changed:
-                break
+                chk = s_range(i, Sx, post, bad, best)
+                if chk is not None and not (chk[2] <= chk[0] <= chk[3]):
+                    okl = False
+            map_masks = [carr[mapc][:, k] for k in range(n)]
+            nxt = list(Sx)
+            for i in free:
+                nxt[i] = F32(l1_estimate(i, map_masks, bad, best, d64, deltas, carr, asum)[0])
+            return count_ok(Sx, rel_final), okl, nxt
+
+        def s_range(i, Sx, post, bad, best):
+            s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
+            if asum[i] < 1e-7 or bmass < 1e-7:
+                return (float(Sx[i]), 1.0, 1.0, 1.0)
+            sb = math.sqrt(vmass)
+            slack = 2 * RESCALE_REL_TOL * s_l1
+            return (float(Sx[i]), s_l1, asum[i] / (bmass + 4 * sb) - slack,
+                    asum[i] / max(bmass - 4 * sb, 1e-30) + slack)
+
+        c_cur, ok_cur, nxt = l1_state(S)
+        if not ok_cur:
+            best_state = (c_cur, ok_cur, S)
+            starts = [nxt, [F32(1.0 / dens[i]) if i in free else S[i] for i in range(n)],
+                      [F32(1.0) if i in free else S[i] for i in range(n)]]
+            for Sx in starts:
+                seen = set()
+                for _it in range(12):
+                    key = tuple(float(v) for v in Sx)
+                    if key in seen:
+                        break
+                    seen.add(key)
+                    c, okl, nx = l1_state(Sx)
+                    if (c, okl) > best_state[:2]:
+                        best_state = (c, okl, Sx)
+                    Sx = nx
+            S = best_state[2]
+    else:
+        def s_range(i, Sx, post, bad, best):
+            s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
+            if asum[i] < 1e-7 or bmass < 1e-7:
+                return (float(Sx[i]), 1.0, 1.0, 1.0)
+            sb = math.sqrt(vmass)
+            slack = 2 * RESCALE_REL_TOL * s_l1
+            return (float(Sx[i]), s_l1, asum[i] / (bmass + 4 * sb) - slack,
+                    asum[i] / max(bmass - 4 * sb, 1e-30) + slack)
     # 2. final fit: every element needs a mask combination within tolerance
     err, _ = fit(S, rel_final)
     ok = err <= tol
@@ -552,17 +568,16 @@ def structural_tensor(task, outv, dt, tol=1.0):
         if not rescale:
             s_check.append(None)
             continue
-        s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
-        if asum[i] < 1e-7 or bmass < 1e-7:
-            s_check.append((float(S[i]), 1.0, 1.0, 1.0))
+        # the L1 relation is only testable where this model's terms stand well above the output's
+        # resolution (not e.g. in norm weights near 1.0 whose deltas are ~1 bf16 ulp)
+        _, unit_f = fit(S, rel_final)
+        informative = int(np.count_nonzero(nz & (np.abs(float(W[i]) * float(S[i]) * d64[i]) >= 8 * unit_f)))
+        if informative < MIN_INFORMATIVE:
+            s_check.append(None)
             continue
-        sb = math.sqrt(vmass)
-        lo = asum[i] / (bmass + 4 * sb)
-        hi = asum[i] / max(bmass - 4 * sb, 1e-30)
-        slack = 2 * RESCALE_REL_TOL * s_l1
-        s_check.append((float(S[i]), s_l1, lo - slack, hi + slack))
+        s_check.append(s_range(i, S, post, bad, best))
     return {"bad": int(bad.sum()), "maxerr": float(minerr.max()) if minerr.size else 0.0,
-            "kept": kept, "S": [float(v) for v in S], "s_check": s_check, "converged": True,
+            "kept": kept, "S": [float(v) for v in S], "s_check": s_check,
             "n": n, "numel": E, "detail": detail}
 
 
@@ -622,8 +637,6 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
         msgs = []
         if r["bad"]:
             msgs.append("%d elements fit no mask combination (error up to %.2f units)" % (r["bad"], r["maxerr"]))
-        if not r["converged"]:
-            msgs.append("rescale factors did not converge (%s)" % r["S"])
         for i, sc in enumerate(r["s_check"]):
             if sc is not None and not (sc[2] <= sc[0] <= sc[3]):
                 msgs.append("model %d: fitted rescale %.6g is not the L1 ratio %.6g of the inferred mask "

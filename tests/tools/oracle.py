@@ -421,9 +421,6 @@ def plan_from_dict(r, models_dir):
             pm = {k: per_model_param(k, s, sl, n, t) for k in pmdef}
             task.inputs.append((s.model, n, rn, pm, s.is_base))
         task.gparams = {k: global_param(k, sl, out_name, t) for k in gdef}
-        # unknown global keys that blendfs accepts as extensions
-        if "consensus_method" not in gdef:
-            pass
         return task
 
     # pre weights: slice 0's sources, t = 0
@@ -674,12 +671,11 @@ def _nuslerp_vec(t, a, b, flatten, row_wise):
 
 
 def m_nuslerp(task, B, others, W, g):
-    if B is None and len(others) == 1 or len(others) == 0:
-        return others[0] if others else B
-    if len(others) == 1:
-        return others[0]
+    if len(others) + (B is not None) == 1:
+        return others[0] if others else B      # a single tensor is returned unchanged
     if len(others) != 2:
-        raise RecipeError("nuslerp needs exactly 2 non-base models for %s" % task.out_name)
+        raise RecipeError("nuslerp needs exactly 2 non-base models (the base, if any, must be a third "
+                          "model) for %s" % task.out_name)
     w0, w1 = float(W[0]), float(W[1])
     t = 0.5 if abs(w0 + w1) < 1e-6 else w1 / (w0 + w1)
     flatten = bool(g["nuslerp_flatten"])

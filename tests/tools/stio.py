@@ -303,7 +303,21 @@ class SafeTensors(Mapping):
             size = os.fstat(fd).st_size
             if size < 8:
                 raise SafetensorsError("%s: file too short (%d bytes) for the 8-byte length prefix" % (path, size))
-            self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            try:
+                self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                # e.g. a FUSE mount with direct_io: read the whole file instead
+                chunks = []
+                got = 0
+                while got < size:
+                    b = os.pread(fd, min(1 << 26, size - got), got)
+                    if not b:
+                        raise SafetensorsError("%s: short read at %d of %d bytes" % (path, got, size))
+                    chunks.append(b)
+                    got += len(b)
+                self._mm = b"".join(chunks)
+        except OSError as e:
+            raise SafetensorsError("%s: cannot read: %s" % (path, e))
         finally:
             os.close(fd)
         self.file_size = size
@@ -580,6 +594,8 @@ def _main(argv):
     except SafetensorsError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        sys.stderr.close()
     return 0
 
 
