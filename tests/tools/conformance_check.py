@@ -25,7 +25,9 @@ Rules (tests/conformance/README.md):
               per model and tensor (estimated by a fixed-point iteration, then checked), and the
               kept fraction of each model within 3 sigma of its keep probability (density for
               DARE, the rank-based probabilities for DELLA), summed over the model; per tensor a
-              5 sigma bound is applied.
+              5 sigma bound is applied.  For DELLA the kept elements must also follow the trend
+              of the rank-based probabilities (3 sigma).  Kept counts are sums of posterior keep
+              probabilities (the prior over the mask combinations that reproduce the output).
 
 Inputs of random cases come from the models named in CASE_YAML, relative to FIXTURES_PARENT_DIR.
 exit status: 0 pass, 1 mismatch, 2 usage or IO error (unreadable expected data, bad recipe).
@@ -563,7 +565,12 @@ def structural_tensor(task, outv, dt, tol=1.0):
         K = float(post[i][nz].sum())
         mu = float(P[i][nz].sum())
         var = float((P[i][nz] * (1 - P[i][nz])).sum())
-        kept.append((K, mu, var, int(nz.sum())))
+        # trend with the keep probability (DELLA's rank-based p): sum (post - p)(p - mean p) has
+        # expectation 0 and variance at most sum p(1-p)(p - mean p)^2
+        c = P[i][nz] - (P[i][nz].mean() if nz.any() else 0.0)
+        T = float(((post[i][nz] - P[i][nz]) * c).sum())
+        varT = float((P[i][nz] * (1 - P[i][nz]) * c * c).sum())
+        kept.append((K, mu, var, int(nz.sum()), T, varT))
         detail.append((i, post[i], nz))
         if not rescale:
             s_check.append(None)
@@ -645,13 +652,11 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
         for i, kv in enumerate(r["kept"]):
             if kv is None:
                 continue
-            k, mu, var, det = kv
+            k, mu, var, det, T, varT = kv
             key = others[i][0].ref if i < len(others) else str(i)
-            a = agg.setdefault(key, [0, 0.0, 0.0, 0])
-            a[0] += k
-            a[1] += mu
-            a[2] += var
-            a[3] += det
+            a = agg.setdefault(key, [0, 0.0, 0.0, 0, 0.0, 0.0])
+            for j, v in enumerate((k, mu, var, det, T, varT)):
+                a[j] += v
             sd = math.sqrt(var) if var > 0 else 0.0
             if det and abs(k - mu) > 5 * sd + 1:
                 msgs.append("model %s: kept %.1f of %d elements (posterior), expected %.1f +- %.1f (> 5 sigma)"
@@ -661,7 +666,7 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
         else:
             rep.info("%s: ok (rescale %s, max error %.2f ulp)" %
                      (n, ", ".join("%.5g" % s for s in r["S"]), r["maxerr"]))
-    for key, (k, mu, var, det) in sorted(agg.items()):
+    for key, (k, mu, var, det, T, varT) in sorted(agg.items()):
         sd = math.sqrt(var) if var > 0 else 0.0
         z = (k - mu) / sd if sd > 0 else 0.0
         line = "%s: kept %.1f of %d elements (posterior), expected %.1f +- %.1f (z = %+.2f)" % (key, k, det, mu, sd, z)
@@ -669,6 +674,13 @@ def check_random(rep, names, got, case_yaml, fixtures_dir, totals):
             rep.bad("kept fraction: " + line + " beyond 3 sigma")
         else:
             print("     kept fraction: " + line)
+        if varT > 1e-12:
+            zt = T / math.sqrt(varT)
+            line = "%s: trend of kept elements with their keep probability z = %+.2f" % (key, zt)
+            if abs(zt) > 3:
+                rep.bad("keep probabilities: " + line + " beyond 3 sigma (masks not drawn with these probabilities)")
+            else:
+                print("     keep probabilities: " + line)
 
 
 # ---------------------------------------------------------------------------------------------
