@@ -74,6 +74,7 @@
 #include <string.h>
 
 #include "bf_cache.h"
+#include "bf_fault.h"
 #include "bf_common.h"
 
 enum { CE_FILLING, CE_READY };
@@ -134,7 +135,7 @@ static size_t entry_cost(size_t size)
 static struct bf_centry *block_alloc(size_t cost)
 {
 	void *p = NULL;
-	if (posix_memalign(&p, BF_CACHE_ALIGN, cost) != 0)
+	if (bf_fault_alloc() || posix_memalign(&p, BF_CACHE_ALIGN, cost) != 0)
 		return NULL;
 	return p;
 }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bf_fault.h"
 #include "bf_fuse.h"
 #include "bf_log.h"
 
@@ -204,6 +206,8 @@ static void rbuf_free(void *p)
 
 static char *reply_buffer(size_t size)
 {
+	if (bf_fault_alloc())
+		return NULL;
 	struct rbuf *b = pthread_getspecific(buf_key);
 	if (!b) {
 		b = calloc(1, sizeof(*b));
@@ -449,6 +453,69 @@ static void set_readahead(const char *mountpoint, unsigned kb)
 	bf_info("read-ahead of the mount set to %u KiB (%s)", kb, path);
 }
 
+/* SIGTERM/SIGINT/SIGHUP: detach the mount at once (new opens fail, `ls` no longer shows it) but
+ * keep serving the files readers already have open; the loop ends when the last of them is
+ * closed and the kernel drops the connection. A second signal stops the daemon immediately.
+ * This is squashfuse's lazy-unmount behaviour: a loader reading a shard is never cut off. */
+static char g_mnt[PATH_MAX];
+static char g_fusermount[PATH_MAX];
+static struct fuse_session *g_se;
+static volatile sig_atomic_t g_terms;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	if (g_terms++ > 0) {
+		fuse_session_exit(g_se);
+		return;
+	}
+	int saved = errno;
+	if (geteuid() == 0 && umount2(g_mnt, MNT_DETACH) == 0) {
+		errno = saved;
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		char a0[] = "fusermount3", a1[] = "-u", a2[] = "-z", a3[] = "-q";
+		char *argv[] = { a0, a1, a2, a3, g_mnt, NULL };
+		char *envp[] = { NULL };
+		execve(g_fusermount, argv, envp);
+		_exit(127);
+	}
+	errno = saved;
+}
+
+static int install_signals(struct fuse_session *se, const char *mountpoint)
+{
+	g_se = se;
+	if (!realpath(mountpoint, g_mnt))
+		snprintf(g_mnt, sizeof(g_mnt), "%s", mountpoint);
+	static const char *const paths[] = { "/usr/bin/fusermount3", "/bin/fusermount3", "/usr/local/bin/fusermount3" };
+	for (size_t i = 0; i < BF_ARRAY_LEN(paths); i++)
+		if (access(paths[i], X_OK) == 0) {
+			snprintf(g_fusermount, sizeof(g_fusermount), "%s", paths[i]);
+			break;
+		}
+	struct sigaction sa = { 0 };
+	sa.sa_handler = on_term;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) || sigaction(SIGHUP, &sa, NULL))
+		return -1;
+	sa.sa_handler = SIG_IGN;
+	return sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void remove_signals(void)
+{
+	struct sigaction sa = { 0 };
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
 int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts *o)
 {
 	struct fs f = { .v = v, .x = x, .uid = getuid(), .gid = getgid() };
@@ -467,7 +534,7 @@ int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts 
 		bf_error("cannot create the FUSE session (bad -o option?)");
 		goto out_args;
 	}
-	if (fuse_set_signal_handlers(se)) {
+	if (install_signals(se, o->mountpoint)) {
 		bf_error("cannot install signal handlers");
 		goto out_session;
 	}
@@ -498,7 +565,7 @@ int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts 
 out_unmount:
 	fuse_session_unmount(se);
 out_signals:
-	fuse_remove_signal_handlers(se);
+	remove_signals();
 out_session:
 	fuse_session_destroy(se);
 out_args:
