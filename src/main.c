@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bf_config.h"
@@ -348,6 +349,8 @@ struct merge_job {
 	char errmsg[512];
 	pthread_mutex_t lock;
 	_Atomic uint64_t done_bytes;
+	_Atomic size_t done_tensors;
+	_Atomic int finished;
 };
 
 #define MERGE_PIECE (8u << 20)
@@ -396,9 +399,62 @@ static void *merge_worker(void *arg)
 			}
 			atomic_fetch_add(&j->done_bytes, n);
 		}
+		atomic_fetch_add(&j->done_tensors, 1);
 	}
 out:
 	free(buf);
+	return NULL;
+}
+
+/* Progress of `blendfs merge`: a bar redrawn in place when stderr is a terminal, else one plain
+ * line per 10% (logs and CI output stay readable). */
+static void fmt_si(char *b, size_t n, double v, const char *unit)
+{
+	if (v >= 1e9)
+		snprintf(b, n, "%.2f G%s", v / 1e9, unit);
+	else if (v >= 1e6)
+		snprintf(b, n, "%.1f M%s", v / 1e6, unit);
+	else
+		snprintf(b, n, "%.0f k%s", v / 1e3, unit);
+}
+
+static void *merge_progress(void *arg)
+{
+	struct merge_job *j = arg;
+	bool tty = isatty(2);
+	uint64_t t0 = bf_now_ns(), total = j->p->total_size ? j->p->total_size : 1;
+	int last_decile = -1;
+	for (;;) {
+		bool fin = atomic_load(&j->finished);
+		uint64_t done = atomic_load(&j->done_bytes);
+		size_t nt = atomic_load(&j->done_tensors);
+		double secs = (double)(bf_now_ns() - t0) / 1e9, rate = secs > 0 ? (double)done / secs : 0;
+		double eta = rate > 0 ? (double)(total - done) / rate : 0;
+		int pct = (int)(100.0 * (double)done / (double)total);
+		char d[32], tot[32], r[32];
+		fmt_si(d, sizeof(d), (double)done, "B");
+		fmt_si(tot, sizeof(tot), (double)total, "B");
+		fmt_si(r, sizeof(r), rate, "B/s");
+		if (tty) {
+			char bar[31];
+			int fill = pct * 30 / 100;
+			for (int i = 0; i < 30; i++)
+				bar[i] = i < fill ? '#' : '-';
+			bar[30] = 0;
+			fprintf(stderr, "\rmerge [%s] %3d%%  %zu/%zu tensors  %s/%s  %s  ETA %.0fs   ", bar, pct, nt,
+				j->p->n_tensors, d, tot, r, eta);
+			if (fin)
+				fputc('\n', stderr);
+		} else if (pct / 10 > last_decile || fin) {
+			last_decile = pct / 10;
+			fprintf(stderr, "blendfs: merge %d%% (%zu/%zu tensors, %s of %s, %s)\n", pct, nt, j->p->n_tensors,
+				d, tot, r);
+		}
+		if (fin)
+			break;
+		struct timespec ts = { 0, tty ? 200000000 : 100000000 };
+		nanosleep(&ts, NULL);
+	}
 	return NULL;
 }
 
@@ -560,11 +616,17 @@ static int cmd_merge(int argc, char **argv)
 		struct merge_job j = { .x = x, .p = plan, .fds = fds };
 		pthread_mutex_init(&j.lock, NULL);
 		unsigned nt = c.threads ? c.threads : 1;
-		pthread_t *th = calloc(nt, sizeof(pthread_t));
+		pthread_t *th = calloc(nt, sizeof(pthread_t)), prog;
+		bool progress = bf_log_get_level() >= BF_LOG_INFO;
+		if (progress)
+			pthread_create(&prog, NULL, merge_progress, &j);
 		for (unsigned i = 0; i < nt; i++)
 			pthread_create(&th[i], NULL, merge_worker, &j);
 		for (unsigned i = 0; i < nt; i++)
 			pthread_join(th[i], NULL);
+		atomic_store(&j.finished, 1);
+		if (progress)
+			pthread_join(prog, NULL);
 		free(th);
 		pthread_mutex_destroy(&j.lock);
 		if (atomic_load(&j.failed)) {
