@@ -157,6 +157,55 @@ def main(top):
     # an empty (0-byte) file
     p = d("empty_file")
     open(os.path.join(p, "model.safetensors"), "wb").close()
+    # a gap between two tensors' byte ranges
+    p = d("gap")
+    hg = json.loads(json.dumps(hdr))
+    last = max(names, key=lambda k: hg[k]["data_offsets"][0])
+    hg[last]["data_offsets"] = [hg[last]["data_offsets"][0] + 8, hg[last]["data_offsets"][1] + 8]
+    write_raw(os.path.join(p, "model.safetensors"), pad(json.dumps(hg, separators=(",", ":"))), data + b"\0" * 8)
+    # reversed offsets [end, begin]
+    p = d("reversed_offsets")
+    hr = json.loads(json.dumps(hdr))
+    hr[a]["data_offsets"] = hr[a]["data_offsets"][::-1]
+    write_raw(os.path.join(p, "model.safetensors"), pad(json.dumps(hr, separators=(",", ":"))), data)
+    # a real number where an integer offset belongs
+    p = d("real_offset")
+    js = json.dumps(hdr, separators=(",", ":")).replace('"data_offsets":[0,', '"data_offsets":[0.0,', 1)
+    write_raw(os.path.join(p, "model.safetensors"), pad(js), data)
+    # a negative dimension
+    p = d("negative_dim")
+    js = json.dumps(hdr, separators=(",", ":")).replace('"shape":[256,', '"shape":[-256,', 1)
+    write_raw(os.path.join(p, "model.safetensors"), pad(js), data)
+    # a tensor name that is not UTF-8
+    p = d("non_utf8_name")
+    js = json.dumps(hdr, separators=(",", ":")).encode().replace(b'"lm_head.weight"', b'"lm_head.\xff\xfe"', 1)
+    write_raw(os.path.join(p, "model.safetensors"), pad(js), data)
+    # __metadata__ with a non-string value
+    p = d("metadata_number")
+    hm = json.loads(json.dumps(hdr))
+    hm["__metadata__"] = {"format": "pt", "step": 3}
+    write_raw(os.path.join(p, "model.safetensors"), pad(json.dumps(hm, separators=(",", ":"))), data)
+    # header that claims more bytes than the file has (truncated inside the header)
+    p = d("header_truncated")
+    open(os.path.join(p, "model.safetensors"), "wb").write(raw[:200])
+    # index with a shard name holding a directory part
+    p = d("index_slash")
+    os.makedirs(os.path.join(p, "sub"))
+    shutil.copy(src, os.path.join(p, "sub", "model.safetensors"))
+    json.dump({"metadata": {}, "weight_map": {k: "sub/model.safetensors" for k in names}},
+              open(os.path.join(p, "model.safetensors.index.json"), "w"))
+    # index with a duplicated key
+    p = d("index_dup_key")
+    shutil.copy(src, os.path.join(p, "model-00001-of-00001.safetensors"))
+    body = ",".join('"%s": "model-00001-of-00001.safetensors"' % k for k in names + [names[0]])
+    open(os.path.join(p, "model.safetensors.index.json"), "w").write('{"weight_map": {%s}}' % body)
+    # a tensor present in two shards
+    p = d("index_two_shards")
+    shutil.copy(src, os.path.join(p, "model-00001-of-00002.safetensors"))
+    shutil.copy(src, os.path.join(p, "model-00002-of-00002.safetensors"))
+    wm = {k: "model-00001-of-00002.safetensors" for k in names}
+    wm[names[0]] = "model-00002-of-00002.safetensors"
+    json.dump({"metadata": {}, "weight_map": wm}, open(os.path.join(p, "model.safetensors.index.json"), "w"))
     os.symlink(os.path.abspath(os.path.join(HERE, "..", "conformance", "fixtures")),
                os.path.join(top, "fixtures"))
 
