@@ -1,7 +1,10 @@
 /* fsxro.c: a read-only fsx. Seeded random reads of FILE by several threads, every byte compared
  * with REFERENCE (a plain copy, e.g. `blendfs merge` output).
  *
- *   fsxro [-t THREADS] [-n OPS] [-s SEED] [-m MAXLEN] [-q] FILE REFERENCE
+ *   fsxro [-t THREADS] [-n OPS] [-s SEED] [-m MAXLEN] [-d N] [-q] FILE REFERENCE
+ *
+ * -d N drops FILE from the page cache (posix_fadvise DONTNEED) every N ops of each thread, so
+ * that reads keep reaching the file system instead of being served from the page cache.
  *
  * Each thread mixes: pread at a random offset and length (1 byte .. MAXLEN, biased towards odd
  * sizes and boundaries), readv of two pieces, a private mmap of a random window read with
@@ -27,7 +30,7 @@
 static const char *path;
 static unsigned char *ref;
 static uint64_t size;
-static uint64_t ops_per_thread, seed, maxlen = 4 << 20;
+static uint64_t ops_per_thread, seed, maxlen = 4 << 20, drop_every;
 static int quiet;
 static _Atomic uint64_t n_ops, n_bad, n_err;
 
@@ -82,6 +85,8 @@ static void *worker(void *arg)
 		uint64_t rs = seed ^ ((uint64_t)th << 48) ^ (op * 0x100000001B3ull), off, len;
 		splitmix(&rs);
 		pick(&rs, &off, &len);
+		if (drop_every && op % drop_every == drop_every - 1)
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 		int kind = (int)(splitmix(&rs) % 10);
 		if (kind < 5) {
 			ssize_t r = pread(fd, buf, len, (off_t)off);
@@ -144,13 +149,14 @@ int main(int argc, char **argv)
 	int threads = 4, opt;
 	ops_per_thread = 1000;
 	seed = 1;
-	while ((opt = getopt(argc, argv, "t:n:s:m:q")) != -1) {
+	while ((opt = getopt(argc, argv, "t:n:s:m:d:q")) != -1) {
 		switch (opt) {
 		case 't': threads = atoi(optarg); break;
 		case 'n': ops_per_thread = strtoull(optarg, NULL, 10); break;
 		case 's': seed = strtoull(optarg, NULL, 10); break;
 		case 'm': maxlen = strtoull(optarg, NULL, 10); break;
 		case 'q': quiet = 1; break;
+		case 'd': drop_every = strtoull(optarg, NULL, 10); break;
 		default:
 			fprintf(stderr, "usage: fsxro [-t THREADS] [-n OPS_PER_THREAD] [-s SEED] [-m MAXLEN] FILE REFERENCE\n");
 			return 2;
