@@ -1,22 +1,75 @@
 #!/bin/bash
 # test.sh: install dependencies, build, run the whole test suite (unit, conformance through the
-# mount, bad inputs, determinism, ...). Ends with one line "N passed, N failed". Needs root and
-# /dev/fuse for the mount tests.
+# mount, bad inputs, determinism, ...), then a second build with AddressSanitizer and
+# UndefinedBehaviorSanitizer that runs the unit, fuzz-replay, conformance and bad-input suites
+# again (the mount daemon itself runs sanitized). Ends with one line "N passed, N failed" summed
+# over both runs. Needs root and /dev/fuse for the mount tests.
+#   BUILD=dir        the normal build (default build)
+#   ASAN_BUILD=dir   the sanitizer build (default build-asan)
+#   SANITIZE=0       skip the sanitizer pass
+# Arguments are passed to the first `meson test` only.
 set -u
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh || { echo "0 passed, 1 failed"; exit 1; }
 BUILD=${BUILD:-build}
+ASAN_BUILD=${ASAN_BUILD:-build-asan}
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 "$@"
 rc=$?
-/usr/bin/python3 - "$BUILD/meson-logs/testlog.json" <<'PY'
+logs=("$BUILD/meson-logs/testlog.json")
+extra_failed=0   # checks outside meson's test logs: the sanitizer build, sanitizer reports
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+	echo "== sanitizer pass: $ASAN_BUILD (ASan + UBSan) =="
+	if ! { [ -f "$ASAN_BUILD/build.ninja" ] ||
+		meson setup "$ASAN_BUILD" --wrap-mode=nodownload -Db_sanitize=address,undefined \
+			-Db_lundef=false -Dc_args=-fno-sanitize-recover=all >/dev/null; } ||
+		! ninja -C "$ASAN_BUILD" >/dev/null; then
+		echo "FAIL: the sanitizer build $ASAN_BUILD did not build"
+		extra_failed=1
+		rc=1
+	fi
+fi
+if [ "${SANITIZE:-1}" != 0 ] && [ "$extra_failed" = 0 ]; then
+	# A daemonised mount's stderr is /dev/null: every sanitizer report goes to a file instead,
+	# and any file there fails the run, whatever the tests said.
+	san_dir=$(mktemp -d /tmp/blendfs-sanitizer.XXXXXX)
+	ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=$san_dir/asan" \
+	UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$san_dir/ubsan" \
+		meson test -C "$ASAN_BUILD" --print-errorlogs --num-processes 2 \
+		--suite unit --suite fuzz-replay --suite conformance --suite bad-input
+	[ $? = 0 ] || rc=1
+	logs+=("$ASAN_BUILD/meson-logs/testlog.json")
+	# a daemon writes its leak report when it exits, just after its unmount: let the last go
+	daemon=$(cd "$ASAN_BUILD" && pwd)/src/blendfs
+	for _ in $(seq 100); do pgrep -f "^$daemon " >/dev/null || break; sleep 0.1; done
+	san_reports=0
+	for f in "$san_dir"/*; do
+		[ -e "$f" ] || continue
+		san_reports=$((san_reports + 1))
+		echo "---- sanitizer report $f"
+		head -60 "$f"
+	done
+	rm -rf "$san_dir"
+	if [ "$san_reports" != 0 ]; then
+		echo "FAIL: $san_reports sanitizer report(s) (ASan/UBSan/LSan) during the sanitizer pass"
+		extra_failed=1
+		rc=1
+	else
+		echo "sanitizer pass: no ASan, UBSan or LeakSanitizer report"
+	fi
+fi
+
+/usr/bin/python3 - "$extra_failed" "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line).get("result")
-    if r in ("OK", "EXPECTEDFAIL"):
-        passed += 1
-    else:
-        failed += 1
+for path in sys.argv[2:]:
+    for line in open(path):
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        else:
+            failed += 1
+failed += int(sys.argv[1])  # no sanitizer build, or sanitizer reports: one failed check
 print(f"{passed} passed, {failed} failed")
 PY
 exit $rc

@@ -98,6 +98,7 @@ static const char *tied_name(const char *name)
  */
 
 struct minfo {
+	bool scanned;        /* scan_layers ran: a model listed in several slices is scanned once */
 	char *prefix;        /* main layer prefix, NULL if the model has no numbered layers */
 	long n_layers;       /* layers under the main prefix */
 	size_t n_prefixes;   /* distinct layer prefixes */
@@ -330,6 +331,10 @@ static void scan_layers(struct ctx *c, uint32_t mi)
 	const struct bf_model *m = c->p->models[mi];
 	struct { char *prefix; size_t count; long max; } pf[16];
 	size_t npf = 0;
+	/* the result depends only on the model; scanning again would leak the first prefix */
+	if (info->scanned)
+		return;
+	info->scanned = true;
 	for (size_t i = 0; i < m->n_tensors; i++) {
 		size_t plen;
 		long idx;
@@ -666,10 +671,12 @@ static int add_tensor(struct ctx *c, const struct nslice *s, const char *oname, 
 		o->dtype = r->dtype;
 	else
 		o->dtype = sd;
-	uint64_t nb;
-	if (!bf_mul_u64(o->numel, bf_dtype_size(o->dtype), &nb))
+	/* from bits, not bf_dtype_size(): that is 0 for the sub-byte dtypes (F4, F6_*), which are
+	 * passed through whole, and a whole number of bytes (the source header was validated) */
+	uint64_t bits;
+	if (!bf_mul_u64(o->numel, bf_dtypes[o->dtype].bits, &bits))
 		return bf_errf(c->err, "tensor '%s': size overflows", oname);
-	o->nbytes = nb;
+	o->nbytes = bits / 8;
 
 	/* passthrough of an unscaled tensor in its own dtype: the bytes are the source's */
 	if (!m->kernel || (!strcmp(m->name, "passthrough") && isnan(o->in[0].p[0]) && o->dtype == sd))
@@ -780,6 +787,7 @@ static int build_tensors_slices(struct ctx *c)
 {
 	struct tmpl_input ins[BF_MAX_MODELS + 1];
 	char **names = NULL;
+	size_t n_names = 0;  /* entries of `names`: the current slice's source count */
 	int rc = -1;
 	if (add_edge_tensors(c, &c->slices[0], false))
 		return -1;
@@ -803,6 +811,7 @@ static int build_tensors_slices(struct ctx *c)
 				char *oname = bf_xasprintf("%s%ld%s", prefix, out_layer, suf);
 				size_t nn = (size_t)s->n;
 				names = bf_xcalloc(nn, sizeof(char *));
+				n_names = nn;
 				for (size_t k = 0; k < nn; k++) {
 					const char *pk = c->mi[s->src[k].model].prefix;
 					if (!pk || strcmp(pk, prefix)) {
@@ -834,7 +843,7 @@ static int build_tensors_slices(struct ctx *c)
 	return 0;
 out:
 	if (names)
-		for (size_t k = 0; k < c->slices[0].n; k++)
+		for (size_t k = 0; k < n_names; k++) /* not slices[0].n: it may be another slice */
 			free(names[k]);
 	free(names);
 	return rc;

@@ -37,6 +37,9 @@ bool fz_bool(struct fz_in *in);
 /* A fresh private directory for this process under /dev/shm (else $TMPDIR or /tmp), removed at
  * exit. Returns its path (static storage). */
 const char *fz_tmpdir(const char *tag);
+/* snprintf into buf[cap] that aborts instead of truncating; returns buf. */
+__attribute__((format(printf, 3, 4)))
+char *fz_fmt(char *buf, size_t cap, const char *fmt, ...);
 /* Write a whole file (created or truncated). Aborts on I/O errors: they are not findings. */
 void fz_write(const char *path, const void *data, size_t len);
 /* Remove everything inside directory `dir` (not the directory itself). */
