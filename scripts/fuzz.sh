@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh all SECONDS                        all four, two at a time (one per core)
 #   scripts/fuzz.sh --merge TARGET|all                 fold what the runs found into the
 #                                                      committed corpus (only inputs that add
-#                                                      coverage: libFuzzer -merge=1)
+#                                                      an edge: -merge=1 -use_counters=0)
 #   TARGET: st_header | index | recipe | plan
 #
 # Builds $BUILD_FUZZ (default build-fuzz) with clang and -Dfuzzing_engine=libfuzzer. A run reads
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 TARGETS="st_header index recipe plan"
 B=${BUILD_FUZZ:-build-fuzz}
 
-usage() { sed -n '3,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 valid() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 build() {
@@ -68,7 +68,7 @@ merge() {
 	[ -d "$B/corpus/$t" ] || { echo "fuzz.sh: nothing to merge for $t (run it first)"; return 0; }
 	local before after
 	before=$(ls "tests/fuzz/corpus/$t" | wc -l)
-	"$B/tests/fuzz/fuzz_$t" -merge=1 "tests/fuzz/corpus/$t" "$B/corpus/$t" >"$B/$t.merge.log" 2>&1 ||
+	"$B/tests/fuzz/fuzz_$t" -merge=1 -use_counters=0 "tests/fuzz/corpus/$t" "$B/corpus/$t" >"$B/$t.merge.log" 2>&1 ||
 		{ echo "fuzz.sh: merge of $t failed, see $B/$t.merge.log"; return 1; }
 	after=$(ls "tests/fuzz/corpus/$t" | wc -l)
 	echo "fuzz $t: corpus $before -> $after files"
@@ -88,6 +88,7 @@ fi
 t=$1 secs=$2
 shift 2
 [[ $secs =~ ^[0-9]+$ ]] || usage
+[ "$t" = all ] || valid "$t" || usage
 build
 if [ "$t" = all ]; then
 	set -- $TARGETS
@@ -102,5 +103,4 @@ if [ "$t" = all ]; then
 	done
 	exit $rc
 fi
-valid "$t" || usage
 run "$t" "$secs" "$@"

@@ -6,10 +6,11 @@
  *   - four source models m0..m3 written to a private directory on /dev/shm: layer count (0-4),
  *     layer prefix (model.layers. / transformer.h. / model.decoder.layers.), hidden sizes, a math
  *     dtype, optional tied lm_head, a second layer prefix, a 0-d tensor, up to three mutations
- *     (a tensor's dtype from the whole table, its shape, its removal, a sparse layer number),
+ *     (a tensor's dtype: float, integer, bool, F8 or the sub-byte F4; its shape; its removal;
+ *     a sparse layer number),
  *     one file or two shards with an index, the config.json layer key (or none), a tokenizer file;
- *   - a recipe: any method of the table, models: or slices: (1-3 slices of 1-3 sources with any
- *     layer_range), base_model (listed, not listed, per slice, missing), model references spelt
+ *   - a recipe: any method of the table, models: or slices: (1-3 slices of 1-3 sources with
+ *     layer_range [a, b], 0 <= a <= b <= 9), base_model (listed, not listed, per slice, missing), model references spelt
  *     several ways (absolute, trailing '/', '/.', relative to the recipe), parameters at every
  *     level (names of the method and of other methods; numbers, booleans, strings, gradients,
  *     filter conditionals), dtype, out_dtype, tokenizer_source, random_seed;
