@@ -26,6 +26,16 @@ struct bf_kern {
 	void (*sub)(float *out, const float *a, const float *b, size_t n);         /* out = a - b */
 	void (*add)(float *out, const float *a, size_t n);                         /* out = out + a */
 	void (*lin2)(float *out, const float *a, float wa, const float *b, float wb, size_t n); /* out = a*wa + b*wb */
+
+	/* Fused bf16 -> bf16 kernels: the same f32 operations, in the same order, as the primitive
+	 * sequences named below, without the f32 arrays in between (one pass over memory).
+	 *   wsum: x0*w0, then acc + xi*wi for i = 1..k-1, then acc / div if use_div
+	 *         (scale, axpy..., div)
+	 *   ta:   acc = (x0-b)*w0, then acc + (xi-b)*wi; acc / den if use_den; acc * lam if use_lam;
+	 *         acc + b   (sub+scale per input, copy+add, div, scale, add) */
+	void (*wsum_bf16)(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div, size_t n);
+	void (*ta_bf16)(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+			int use_den, float lam, int use_lam, size_t n);
 };
 
 extern const struct bf_kern bf_kern_ref;

@@ -80,12 +80,55 @@ static void ref_lin2(float *out, const float *a, float wa, const float *b, float
 		out[i] = a[i] * wa + b[i] * wb;
 }
 
+static inline float ld_bf16(const uint16_t *p)
+{
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return bf_bf16_to_f32(h);
+}
+
+static inline void st_bf16(uint16_t *p, float f)
+{
+	uint16_t h = bf_f32_to_bf16(f);
+	memcpy(p, &h, 2);
+}
+
+static void ref_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
+			  size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float acc = ld_bf16(x[0] + e) * w[0];
+		for (int i = 1; i < k; i++)
+			acc = acc + ld_bf16(x[i] + e) * w[i];
+		if (use_div)
+			acc = acc / div;
+		st_bf16(out + e, acc);
+	}
+}
+
+static void ref_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+			int use_den, float lam, int use_lam, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float be = ld_bf16(b + e);
+		float acc = (ld_bf16(x[0] + e) - be) * w[0];
+		for (int i = 1; i < k; i++)
+			acc = acc + (ld_bf16(x[i] + e) - be) * w[i];
+		if (use_den)
+			acc = acc / den;
+		if (use_lam)
+			acc = acc * lam;
+		st_bf16(out + e, acc + be);
+	}
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = ref_bf16_to_f32, .f32_to_bf16 = ref_f32_to_bf16,
 	.f16_to_f32 = ref_f16_to_f32, .f32_to_f16 = ref_f32_to_f16,
 	.scale = ref_scale, .axpy = ref_axpy, .div = ref_div, .sub = ref_sub, .add = ref_add,
 	.lin2 = ref_lin2,
+	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

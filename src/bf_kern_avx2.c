@@ -130,11 +130,63 @@ static void v_lin2(float *out, const float *a, float wa, const float *b, float w
 	bf_kern_ref.lin2(out + i, a + i, wa, b + i, wb, n - i);
 }
 
+static inline __m256 ld8_bf16(const uint16_t *p)
+{
+	__m128i h = _mm_loadu_si128((const __m128i *)p);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static void v_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
+			size_t n)
+{
+	__m256 vd = _mm256_set1_ps(div);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 acc = _mm256_mul_ps(ld8_bf16(x[0] + e), _mm256_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(ld8_bf16(x[i] + e), _mm256_set1_ps(w[i])));
+		if (use_div)
+			acc = _mm256_div_ps(acc, vd);
+		_mm_storeu_si128((__m128i *)(out + e), cvt8_bf16(acc));
+	}
+	if (e < n) {
+		const uint16_t *xt[64]; /* k <= 64: callers use the fused kernels only up to 64 inputs */
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		bf_kern_ref.wsum_bf16(out + e, xt, w, k, div, use_div, n - e);
+	}
+}
+
+static void v_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+		      int use_den, float lam, int use_lam, size_t n)
+{
+	__m256 vd = _mm256_set1_ps(den), vl = _mm256_set1_ps(lam);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 be = ld8_bf16(b + e);
+		__m256 acc = _mm256_mul_ps(_mm256_sub_ps(ld8_bf16(x[0] + e), be), _mm256_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_sub_ps(ld8_bf16(x[i] + e), be), _mm256_set1_ps(w[i])));
+		if (use_den)
+			acc = _mm256_div_ps(acc, vd);
+		if (use_lam)
+			acc = _mm256_mul_ps(acc, vl);
+		_mm_storeu_si128((__m128i *)(out + e), cvt8_bf16(_mm256_add_ps(acc, be)));
+	}
+	if (e < n) {
+		const uint16_t *xt[64];
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		bf_kern_ref.ta_bf16(out + e, b + e, xt, w, k, den, use_den, lam, use_lam, n - e);
+	}
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
 	.f16_to_f32 = v_f16_to_f32, .f32_to_f16 = v_f32_to_f16,
 	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
+	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
 };
 
 const struct bf_kern *bf_kern_avx2(void)

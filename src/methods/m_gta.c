@@ -408,6 +408,31 @@ static int gta_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
+/* One pass for the common case: no mask and no sign election (task arithmetic, and every
+ * variant at density 1 without consensus), all BF16. */
+static int gta_fused(const struct bf_fargs *a)
+{
+	const struct gta_stats *st = a->stats;
+	const struct bf_otensor *t = a->t;
+	if (st->cfg->consensus || t->dtype != BF_DT_BF16 || st->n > 64)
+		return -ENOTSUP;
+	float w[64], den = 0.0f;
+	for (uint32_t i = 0; i < t->n_in; i++)
+		if (t->in[i].src->dtype != BF_DT_BF16)
+			return -ENOTSUP;
+	for (uint32_t i = 0; i < st->n; i++) {
+		if (st->m[i].sparse || st->m[i].none)
+			return -ENOTSUP;
+		w[i] = st->m[i].w;
+		den += w[i];
+	}
+	if (fabsf(den) < 1e-8f)
+		den = 1.0f;
+	bf_kern->ta_bf16(a->out, a->raw[0], (const uint16_t *const *)a->raw + 1, w, (int)st->n, den, st->normalize,
+			 st->lambda, st->lambda != 1.0f, a->n);
+	return 0;
+}
+
 /* Plan-time checks that mergekit would fail on later (or that make no sense). */
 static int gta_check(const struct bf_otensor *t, struct bf_err *err)
 {
@@ -440,7 +465,7 @@ static int gta_check(const struct bf_otensor *t, struct bf_err *err)
 		.base = BF_BASE_REQUIRED, .min_others = 1, .max_others = 4 * BF_MAX_MODELS,         \
 		.row_local = (spars) == SP_DELLA, .random = (spars) == SP_RANDOM || (spars) == SP_DELLA, \
 		.data = &id##_cfg, .check = gta_check, .stats = gta_stats, .free_stats = gta_free,  \
-		.kernel = gta_kernel,                                                               \
+		.kernel = gta_kernel, .fused = gta_fused,                                           \
 	}
 
 GTA(task_arithmetic, "task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089", ta_params, false, SP_NONE);

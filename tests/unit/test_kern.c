@@ -142,6 +142,93 @@ BF_TEST(arithmetic_random_with_tails)
 	}
 }
 
+/* The fused bf16 kernels give exactly the bytes of the primitive sequences they replace, in
+ * both variants. */
+static void compose_wsum(const struct bf_kern *k, uint16_t *out, uint16_t **x, const float *w, int kk, float div,
+			 int use_div, size_t n)
+{
+	float *acc = malloc(n * 4), *tmp = malloc(n * 4);
+	k->bf16_to_f32(x[0], tmp, n);
+	k->scale(acc, tmp, w[0], n);
+	for (int i = 1; i < kk; i++) {
+		k->bf16_to_f32(x[i], tmp, n);
+		k->axpy(acc, tmp, w[i], n);
+	}
+	if (use_div)
+		k->div(acc, div, n);
+	k->f32_to_bf16(acc, out, n);
+	free(acc);
+	free(tmp);
+}
+
+static void compose_ta(const struct bf_kern *k, uint16_t *out, uint16_t *b, uint16_t **x, const float *w, int kk,
+		       float den, int use_den, float lam, int use_lam, size_t n)
+{
+	float *acc = malloc(n * 4), *tmp = malloc(n * 4), *bf = malloc(n * 4), *d = malloc(n * 4);
+	k->bf16_to_f32(b, bf, n);
+	for (int i = 0; i < kk; i++) {
+		k->bf16_to_f32(x[i], tmp, n);
+		k->sub(d, tmp, bf, n);
+		k->scale(d, d, w[i], n);
+		if (i == 0)
+			memcpy(acc, d, n * 4);
+		else
+			k->add(acc, d, n);
+	}
+	if (use_den)
+		k->div(acc, den, n);
+	if (use_lam)
+		k->scale(acc, acc, lam, n);
+	k->add(acc, bf, n);
+	k->f32_to_bf16(acc, out, n);
+	free(acc);
+	free(tmp);
+	free(bf);
+	free(d);
+}
+
+BF_TEST(fused_equal_primitives)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 200;
+		int kk = 1 + (int)(r32() % 5);
+		uint16_t *x[6], *b = malloc(n * 2), *o1 = malloc(n * 2), *o2 = malloc(n * 2), *o3 = malloc(n * 2);
+		float w[6];
+		for (int i = 0; i < kk; i++) {
+			x[i] = malloc(n * 2);
+			for (size_t e = 0; e < n; e++)
+				x[i][e] = (uint16_t)(r32() % 8 ? (0x3c00u + r32() % 0x0800u) ^ (r32() & 0x8000u) : r32());
+			w[i] = rf();
+			if (r32() % 2)
+				w[i] = (float)(r32() % 1000) / 1000.0f;
+		}
+		for (size_t e = 0; e < n; e++)
+			b[e] = (uint16_t)(0x3c00u + r32() % 0x0800u);
+		float div = (float)(1 + r32() % 7) / 3.0f, lam = rf();
+		int ud = (int)(r32() % 2), ul = (int)(r32() % 2);
+		compose_wsum(&bf_kern_ref, o1, x, w, kk, div, ud, n);
+		bf_kern_ref.wsum_bf16(o2, (const uint16_t *const *)x, w, kk, div, ud, n);
+		EXPECT(memcmp(o1, o2, n * 2) == 0);
+		if (simd) {
+			simd->wsum_bf16(o3, (const uint16_t *const *)x, w, kk, div, ud, n);
+			EXPECT(memcmp(o1, o3, n * 2) == 0);
+		}
+		compose_ta(&bf_kern_ref, o1, b, x, w, kk, div, ud, lam, ul, n);
+		bf_kern_ref.ta_bf16(o2, b, (const uint16_t *const *)x, w, kk, div, ud, lam, ul, n);
+		EXPECT(memcmp(o1, o2, n * 2) == 0);
+		if (simd) {
+			simd->ta_bf16(o3, b, (const uint16_t *const *)x, w, kk, div, ud, lam, ul, n);
+			EXPECT(memcmp(o1, o3, n * 2) == 0);
+		}
+		for (int i = 0; i < kk; i++)
+			free(x[i]);
+		free(b);
+		free(o1);
+		free(o2);
+		free(o3);
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -165,6 +252,7 @@ int main(void)
 	RUN(widen_exhaustive);
 	RUN(narrow_random);
 	RUN(arithmetic_random_with_tails);
+	RUN(fused_equal_primitives);
 	RUN(reference_values);
 	return bf_test_report();
 }
