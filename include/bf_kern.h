@@ -36,6 +36,15 @@ struct bf_kern {
 	void (*wsum_bf16)(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div, size_t n);
 	void (*ta_bf16)(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
 			int use_den, float lam, int use_lam, size_t n);
+
+	/* TIES sign consensus over k task vectors D[i*stride + e]: per element, vote = sum of D_i
+	 * (or of sign D_i when count), s = vote >= 0 ? 1 : -1, keep_i = (sign D_i == s) as 1/0,
+	 * out = sum of D_i * keep_i, den = sum of w_i * keep_i, all accumulated from 0 in model order. */
+	void (*consensus)(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			  size_t n);
+	/* TIES top-k mask: mask[e] = 1 when (~(bits(|d[e]|)), e0 + e) < (tk, ti) lexicographically
+	 * (bf_select's stable descending rank), else 0. */
+	void (*topk_mask)(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n);
 };
 
 extern const struct bf_kern bf_kern_ref;

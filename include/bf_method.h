@@ -103,8 +103,10 @@ int bf_method_param(const struct bf_method *m, const char *name);
 void *bf_scratch(unsigned slot, size_t bytes);
 
 /* Streaming access for stats passes: calls fn for consecutive blocks covering the whole tensor,
- * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row).
- * Returns 0, the first non-zero value fn returned, or -errno from reading the sources. */
+ * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row). fn
+ * returns 0 to go on, BF_STREAM_STOP to end the pass early, or a negative errno.
+ * Returns 0, fn's negative errno, or -errno from reading the sources. */
+#define BF_STREAM_STOP 1
 typedef int (*bf_stream_fn)(void *ctx, const float *const *in, uint64_t e0, size_t n);
 int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

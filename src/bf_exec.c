@@ -39,7 +39,8 @@ struct tstate {
 
 struct pf_job {
 	uint32_t shard;
-	uint64_t k;
+	uint64_t k;       /* chunk index, or tensor index for a statistics job */
+	bool stats;
 };
 
 struct bf_exec {
@@ -263,6 +264,8 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 			r = widen(t, raw, 0, n, in);
 		if (!r)
 			r = fn(ctx, (const float *const *)in, e, n);
+		if (r == BF_STREAM_STOP)
+			break;
 		if (r)
 			return r;
 	}
@@ -521,6 +524,12 @@ static void *pf_main(void *arg)
 		x->pf_head = (x->pf_head + 1) % PF_QUEUE;
 		x->pf_len--;
 		pthread_mutex_unlock(&x->pf_lock);
+		if (j.stats) {
+			const void *st;
+			ensure_stats(x, (size_t)j.k, &st);
+			pthread_mutex_lock(&x->pf_lock);
+			continue;
+		}
 		uint64_t cb, ce;
 		chunk_range(x, j.shard, j.k, &cb, &ce);
 		bool fill;
@@ -554,19 +563,49 @@ int bf_exec_start_prefetch(struct bf_exec *x)
 	return 0;
 }
 
+static void pf_push(struct bf_exec *x, struct pf_job j)
+{
+	if (x->pf_len < PF_QUEUE) {
+		x->pf_q[(x->pf_head + x->pf_len) % PF_QUEUE] = j;
+		x->pf_len++;
+	}
+}
+
+/* The first computed tensor with statistics that starts after byte `off` of the shard and has
+ * none yet, or -1. */
+static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off)
+{
+	const struct bf_oshard *sh = &x->p->shards[shard];
+	uint32_t first = first_tensor(x, sh, off);
+	for (uint32_t i = first; i < sh->n_tensors && i < first + 64; i++) {
+		size_t ti = sh->tensors[i];
+		const struct bf_otensor *t = &x->p->tensors[ti];
+		if (t->copy || !t->method->stats || t->file_off < off)
+			continue;
+		pthread_mutex_lock(&x->lock);
+		int state = x->ts[ti].state;
+		pthread_mutex_unlock(&x->lock);
+		if (state == ST_NONE)
+			return (long)ti;
+	}
+	return -1;
+}
+
+/* A request that continues the previous one on this shard: queue the next chunks, and the
+ * statistics of the next tensor that needs them, for the prefetch thread (on two cores the
+ * reader's thread computes the current tensor while the other prepares the next). */
 static void note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
 {
 	uint64_t prev = atomic_exchange(&x->last[shard], k1 + 1);
 	if (!x->pf_n || !prev || (k0 + 1 != prev && k0 != prev))
 		return; /* not a continuation of the previous request */
 	uint64_t nchunks = (x->p->shards[shard].size + x->chunk - 1) / x->chunk;
+	long st = next_stats_tensor(x, shard, (k1 + 1) * x->chunk);
 	pthread_mutex_lock(&x->pf_lock);
-	for (uint64_t k = k1 + 1; k <= k1 + x->o.prefetch_chunks && k < nchunks; k++) {
-		if (x->pf_len == PF_QUEUE)
-			break;
-		x->pf_q[(x->pf_head + x->pf_len) % PF_QUEUE] = (struct pf_job){ shard, k };
-		x->pf_len++;
-	}
+	if (st >= 0)
+		pf_push(x, (struct pf_job){ shard, (uint64_t)st, true });
+	for (uint64_t k = k1 + 1; k <= k1 + x->o.prefetch_chunks && k < nchunks; k++)
+		pf_push(x, (struct pf_job){ shard, k, false });
 	pthread_cond_signal(&x->pf_cond);
 	pthread_mutex_unlock(&x->pf_lock);
 }

@@ -122,6 +122,37 @@ static void ref_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const 
 	}
 }
 
+static inline float sgnf(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
+
+static void ref_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			  size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float vote = 0.0f;
+		for (int i = 0; i < k; i++)
+			vote = vote + (count ? sgnf(D[(size_t)i * stride + e]) : D[(size_t)i * stride + e]);
+		float s = vote >= 0.0f ? 1.0f : -1.0f, acc = 0.0f, dn = 0.0f;
+		for (int i = 0; i < k; i++) {
+			float d = D[(size_t)i * stride + e];
+			float keep = sgnf(d) == s ? 1.0f : 0.0f;
+			acc = acc + d * keep;
+			dn = dn + w[i] * keep;
+		}
+		out[e] = acc;
+		den[e] = dn;
+	}
+}
+
+static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		uint32_t u;
+		memcpy(&u, &d[e], 4);
+		uint32_t key = ~(u & 0x7fffffffu);
+		mask[e] = key < tk || (key == tk && e0 + e < ti) ? 1.0f : 0.0f;
+	}
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = ref_bf16_to_f32, .f32_to_bf16 = ref_f32_to_bf16,
@@ -129,6 +160,7 @@ const struct bf_kern bf_kern_ref = {
 	.scale = ref_scale, .axpy = ref_axpy, .div = ref_div, .sub = ref_sub, .add = ref_add,
 	.lin2 = ref_lin2,
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
+	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

@@ -1,6 +1,7 @@
 /* bf_kern_avx2.c: AVX2 + F16C variants of the bf_kern primitives. Built with -mavx2 -mf16c
  * (never -mfma: a fused multiply-add rounds once where the reference rounds twice), selected at
  * run time only on CPUs that have both. Each loop ends with the reference for its tail. */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -181,18 +182,82 @@ static void v_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x
 	}
 }
 
+/* sign as -1/0/+1 floats; NaN -> 0 like the reference */
+static inline __m256 sgn8(__m256 x)
+{
+	__m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	__m256 pos = _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GT_OQ), one);
+	__m256 neg = _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_LT_OQ), one);
+	return _mm256_sub_ps(pos, neg);
+}
+
+static void v_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			size_t n)
+{
+	__m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), mone = _mm256_set1_ps(-1.0f);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 vote = zero;
+		for (int i = 0; i < k; i++) {
+			__m256 d = _mm256_loadu_ps(D + (size_t)i * stride + e);
+			vote = _mm256_add_ps(vote, count ? sgn8(d) : d);
+		}
+		__m256 s = _mm256_blendv_ps(mone, one, _mm256_cmp_ps(vote, zero, _CMP_GE_OQ));
+		__m256 acc = zero, dn = zero;
+		for (int i = 0; i < k; i++) {
+			__m256 d = _mm256_loadu_ps(D + (size_t)i * stride + e);
+			__m256 keep = _mm256_and_ps(_mm256_cmp_ps(sgn8(d), s, _CMP_EQ_OQ), one);
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(d, keep));
+			dn = _mm256_add_ps(dn, _mm256_mul_ps(_mm256_set1_ps(w[i]), keep));
+		}
+		_mm256_storeu_ps(out + e, acc);
+		_mm256_storeu_ps(den + e, dn);
+	}
+	if (e < n)
+		bf_kern_ref.consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
+}
+
+static void v_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+{
+	/* unsigned compares through the sign flip; the index test becomes e < lim within the block */
+	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
+	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
+	__m256i flip = _mm256_set1_epi32((int)0x80000000u), absm = _mm256_set1_epi32(0x7fffffff);
+	__m256i vtk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), flip), vtk_raw = _mm256_set1_epi32((int)tk);
+	__m256i vlim = _mm256_set1_epi32(lim), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256 one = _mm256_set1_ps(1.0f);
+	size_t e = 0;
+	if (n <= 0x7fffffffu)
+		for (; e + 8 <= n; e += 8) {
+			__m256i u = _mm256_castps_si256(_mm256_loadu_ps(d + e));
+			__m256i key = _mm256_xor_si256(_mm256_and_si256(u, absm), _mm256_set1_epi32(-1));
+			__m256i lt = _mm256_cmpgt_epi32(vtk, _mm256_xor_si256(key, flip));
+			__m256i eq = _mm256_cmpeq_epi32(key, vtk_raw);
+			__m256i early = _mm256_cmpgt_epi32(vlim, idx);
+			__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, early));
+			_mm256_storeu_ps(mask + e, _mm256_and_ps(_mm256_castsi256_ps(keep), one));
+			idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
+		}
+	if (e < n)
+		bf_kern_ref.topk_mask(mask + e, d + e, tk, ti, e0 + e, n - e);
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
 	.f16_to_f32 = v_f16_to_f32, .f32_to_f16 = v_f32_to_f16,
 	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
 	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
+	.consensus = v_consensus, .topk_mask = v_topk_mask,
 };
 
+/* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the
+ * builtin, which also checks that the OS saves the YMM registers. */
 const struct bf_kern *bf_kern_avx2(void)
 {
+	unsigned a, b, c, d;
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
-		return &kern_avx2;
-	return NULL;
+	if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C))
+		return NULL;
+	return &kern_avx2;
 }

@@ -146,10 +146,16 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 		return 0;
 	}
 	switch (st->cfg->sp) {
-	case SP_MAGNITUDE:
-		for (size_t e = 0; e < n; e++)
-			mask[e] = bf_select_below(&m->hi, bf_key_abs_desc(d[e]), e0 + e) ? 1.0f : 0.0f;
+	case SP_MAGNITUDE: {
+		/* keep the top k: (key, index) below the selected pair */
+		if (m->hi.thr_key >> 32) {
+			for (size_t e = 0; e < n; e++)
+				mask[e] = 1.0f;
+			break;
+		}
+		bf_kern->topk_mask(mask, d, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, n);
 		break;
+	}
 	case SP_OUTLIERS:
 		for (size_t e = 0; e < n; e++) {
 			uint32_t k = bf_key_abs_asc(d[e]);
@@ -204,21 +210,25 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	uint32_t *keys = bf_scratch(1, n * sizeof(uint32_t));
 	if (!d || !keys)
 		return -ENOMEM;
+	bool busy = false;
 	for (uint32_t i = 0; i < st->n; i++) {
 		struct gta_model *m = &st->m[i];
-		for (size_t e = 0; e < n; e++)
-			d[e] = in[i + 1][e] - in[0][e];
 		if (ps->kind == 0) {
-			if (!m->sparse || m->none)
+			if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
 				continue;
-			bool desc = st->cfg->sp == SP_MAGNITUDE;
-			if (bf_select_done(&m->lo) && bf_select_done(&m->hi))
-				continue;
-			for (size_t e = 0; e < n; e++)
-				keys[e] = desc ? bf_key_abs_desc(d[e]) : bf_key_abs_asc(d[e]);
+			busy = true;
+			bf_kern->sub(d, in[i + 1], in[0], n);
+			if (st->cfg->sp == SP_MAGNITUDE)
+				for (size_t e = 0; e < n; e++)
+					keys[e] = bf_key_abs_desc(d[e]);
+			else
+				for (size_t e = 0; e < n; e++)
+					keys[e] = bf_key_abs_asc(d[e]);
 			bf_select_feed(&m->lo, keys, e0, n);
 			bf_select_feed(&m->hi, keys, e0, n);
 		} else {
+			busy = true;
+			bf_kern->sub(d, in[i + 1], in[0], n);
 			float *mask = (float *)keys;
 			int r = gta_mask(st, i, d, e0, n, mask);
 			if (r)
@@ -232,7 +242,8 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 			ps->b[i] += b;
 		}
 	}
-	return 0;
+	/* every selection of this pass is settled (tie passes end early) */
+	return busy ? 0 : BF_STREAM_STOP;
 }
 
 static void gta_free(void *p)
@@ -312,11 +323,18 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		return -ENOMEM;
 	}
 	struct gta_pass ps = { .st = st, .kind = 0 };
-	for (int pass = 0; need_select && pass < 3 && !r; pass++) {
+	while (need_select && !r) {
+		bool all_done = true;
+		for (uint32_t i = 0; i < n; i++)
+			all_done &= bf_select_done(&st->m[i].lo) && bf_select_done(&st->m[i].hi);
+		if (all_done)
+			break;
 		r = bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n; i++) {
 			bf_select_next_pass(&st->m[i].lo);
 			bf_select_next_pass(&st->m[i].hi);
+			if (bf_select_failed(&st->m[i].lo) || bf_select_failed(&st->m[i].hi))
+				r = -ENOMEM;
 		}
 	}
 	if (!r && need_sums) {
@@ -370,25 +388,19 @@ static int gta_kernel(const struct bf_kargs *a)
 	}
 	float *out = a->out;
 	if (st->cfg->consensus) {
-		for (size_t e = 0; e < cnt; e++) {
-			float delta = 0.0f, den = 0.0f, vote = 0.0f;
-			for (uint32_t i = 0; i < n; i++) {
-				float di = D[(size_t)i * cnt + e];
-				vote += st->count ? (float)((di > 0.0f) - (di < 0.0f)) : di;
-			}
-			float sgn = vote >= 0.0f ? 1.0f : -1.0f;
-			for (uint32_t i = 0; i < n; i++) {
-				float di = D[(size_t)i * cnt + e];
-				float keep = (float)((di > 0.0f) - (di < 0.0f)) == sgn ? 1.0f : 0.0f;
-				delta += di * keep;
-				den += st->m[i].w * keep;
-			}
-			if (den == 0.0f)
-				den = 1.0f;
-			if (st->normalize)
-				delta = delta / den;
-			out[e] = delta;
-		}
+		float *den = bf_scratch(2, cnt * sizeof(float));
+		float w[BF_MAX_MODELS * 4];
+		if (!den)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < n; i++)
+			w[i] = st->m[i].w;
+		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
+		for (size_t e = 0; e < cnt; e++)
+			if (den[e] == 0.0f)
+				den[e] = 1.0f;
+		if (st->normalize)
+			for (size_t e = 0; e < cnt; e++)
+				out[e] = out[e] / den[e];
 	} else {
 		/* no consensus: the divisor is one number, and everything vectorises */
 		float den = 0.0f;

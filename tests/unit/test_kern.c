@@ -229,6 +229,59 @@ BF_TEST(fused_equal_primitives)
 	}
 }
 
+BF_TEST(consensus_and_topk)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 150, stride = n + r32() % 5;
+		int k = 1 + (int)(r32() % 5), count = (int)(r32() % 2);
+		float *D = malloc(stride * (size_t)k * 4), w[5];
+		float *o1 = malloc(n * 4), *o2 = malloc(n * 4), *d1 = malloc(n * 4), *d2 = malloc(n * 4);
+		for (size_t i = 0; i < stride * (size_t)k; i++)
+			D[i] = r32() % 5 == 0 ? 0.0f : rf() * (r32() % 2 ? 1e-3f : 1.0f);
+		for (int i = 0; i < k; i++)
+			w[i] = (float)(r32() % 100) / 37.0f;
+		bf_kern_ref.consensus(o1, d1, D, stride, w, k, count, n);
+		/* the reference against a literal reading of mergekit's get_mask + sums */
+		for (size_t e = 0; e < n; e++) {
+			float vote = 0.0f;
+			for (int i = 0; i < k; i++) {
+				float d = D[(size_t)i * stride + e];
+				vote += count ? (float)((d > 0) - (d < 0)) : d;
+			}
+			float sg = vote >= 0 ? 1.0f : -1.0f, acc = 0.0f, dn = 0.0f;
+			for (int i = 0; i < k; i++) {
+				float d = D[(size_t)i * stride + e];
+				if ((float)((d > 0) - (d < 0)) == sg) {
+					acc = acc + d;
+					dn = dn + w[i];
+				} else {
+					acc = acc + d * 0.0f;
+				}
+			}
+			EXPECT(same_f32(&acc, &o1[e], 1) || (acc == 0.0f && o1[e] == 0.0f));
+			EXPECT(dn == d1[e]);
+		}
+		if (simd) {
+			simd->consensus(o2, d2, D, stride, w, k, count, n);
+			EXPECT(same_f32(o1, o2, n));
+			EXPECT(memcmp(d1, d2, n * 4) == 0);
+			/* top-k mask: thresholds drawn from the data, ti on either side of the block */
+			uint32_t u;
+			memcpy(&u, &D[r32() % n], 4);
+			uint32_t tk = ~(u & 0x7fffffffu);
+			uint64_t e0 = r32() % 1000, ti = r32() % 3 == 0 ? 0 : e0 + r32() % (n + 20);
+			bf_kern_ref.topk_mask(o1, D, tk, ti, e0, n);
+			simd->topk_mask(o2, D, tk, ti, e0, n);
+			EXPECT(memcmp(o1, o2, n * 4) == 0);
+		}
+		free(D);
+		free(o1);
+		free(o2);
+		free(d1);
+		free(d2);
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -253,6 +306,7 @@ int main(void)
 	RUN(narrow_random);
 	RUN(arithmetic_random_with_tails);
 	RUN(fused_equal_primitives);
+	RUN(consensus_and_topk);
 	RUN(reference_values);
 	return bf_test_report();
 }
