@@ -45,6 +45,14 @@ struct bf_kern {
 	/* TIES top-k mask: mask[e] = 1 when (~(bits(|d[e]|)), e0 + e) < (tk, ti) lexicographically
 	 * (bf_select's stable descending rank), else 0. */
 	void (*topk_mask)(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n);
+	/* Dot products of k vectors: g[i*k + j] += sum_e v_i[e] * v_j[e] for i <= j, the products
+	 * in double (exact), summed into 4 accumulators by e % 4 in index order, which are added
+	 * as (a0 + a1) + (a2 + a3) at the end of the call. */
+	void (*dots_f64)(const float *const *v, int k, size_t n, double *g);
+	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
+	 * in struct bf_rng). */
+	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out);
 };
 
 extern const struct bf_kern bf_kern_ref;

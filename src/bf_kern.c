@@ -5,6 +5,7 @@
 #include "bf_config.h"
 #include "bf_dtype.h"
 #include "bf_kern.h"
+#include "bf_rng.h"
 
 static void ref_bf16_to_f32(const void *src, float *dst, size_t n)
 {
@@ -153,6 +154,31 @@ static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti,
 	}
 }
 
+static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out)
+{
+	uint64_t i = index0;
+	size_t j = 0;
+	while (j < n) {
+		uint32_t w[4];
+		const uint32_t ctr[4] = { (uint32_t)(i >> 2), (uint32_t)(i >> 34), name_lo, name_hi };
+		bf_philox4x32_10(ctr, key, w);
+		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++)
+			out[j] = (float)(w[lane] >> 8) * 0x1p-24f;
+	}
+}
+
+static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			double a[4] = { 0, 0, 0, 0 };
+			for (size_t e = 0; e < n; e++)
+				a[e & 3] = a[e & 3] + (double)v[i][e] * (double)v[j][e];
+			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+		}
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = ref_bf16_to_f32, .f32_to_bf16 = ref_f32_to_bf16,
@@ -161,6 +187,7 @@ const struct bf_kern bf_kern_ref = {
 	.lin2 = ref_lin2,
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
+	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

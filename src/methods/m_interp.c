@@ -127,21 +127,20 @@ static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
 	struct gram_ctx *c = ctx;
 	(void)e0;
-	uint32_t off = c->sub_base ? 1 : 0;
-	for (uint32_t i = 0; i < c->n; i++)
-		for (uint32_t j = i; j < c->n; j++) {
-			const float *x = in[i + off], *y = in[j + off];
-			double acc = 0;
-			if (c->sub_base) {
-				const float *b = in[0];
-				for (size_t e = 0; e < n; e++)
-					acc += (double)(x[e] - b[e]) * (double)(y[e] - b[e]);
-			} else {
-				for (size_t e = 0; e < n; e++)
-					acc += (double)x[e] * (double)y[e];
-			}
-			c->g[i * c->n + j] += acc;
+	const float *v[BF_MAX_MODELS * 4 + 1];
+	if (c->sub_base) {
+		float *d = bf_scratch(0, (size_t)c->n * n * sizeof(float));
+		if (!d)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < c->n; i++) {
+			bf_kern->sub(d + (size_t)i * n, in[i + 1], in[0], n);
+			v[i] = d + (size_t)i * n;
 		}
+	} else {
+		for (uint32_t i = 0; i < c->n; i++)
+			v[i] = in[i];
+	}
+	bf_kern->dots_f64(v, (int)c->n, n, c->g);
 	return 0;
 }
 

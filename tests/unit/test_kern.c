@@ -282,6 +282,50 @@ BF_TEST(consensus_and_topk)
 	}
 }
 
+BF_TEST(philox_block)
+{
+	if (!simd)
+		return;
+	static const uint64_t starts[] = { 0, 1, 3, 5, 31, 33, (1ull << 34) - 37, (1ull << 40) + 2, UINT64_MAX - 70 };
+	for (int round = 0; round < 200; round++) {
+		uint32_t key[2] = { r32(), r32() };
+		uint32_t nl = r32(), nh = r32();
+		uint64_t i0 = round < 9 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 64;
+		size_t n = 1 + r32() % 150;
+		float a[200], b[200];
+		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
+		simd->philox_uniform(key, nl, nh, i0, n, b);
+		EXPECT(memcmp(a, b, n * 4) == 0);
+	}
+}
+
+BF_TEST(dots)
+{
+	if (!simd)
+		return;
+	for (int round = 0; round < 100; round++) {
+		size_t n = 1 + r32() % 300;
+		int k = 1 + (int)(r32() % 4);
+		float *v[4];
+		for (int i = 0; i < k; i++) {
+			v[i] = malloc(n * 4);
+			for (size_t e = 0; e < n; e++)
+				v[i][e] = (float)((int)(r32() % 20001) - 10000) / 997.0f;
+		}
+		double g1[16] = { 0 }, g2[16] = { 0 };
+		bf_kern_ref.dots_f64((const float *const *)v, k, n, g1);
+		simd->dots_f64((const float *const *)v, k, n, g2);
+		EXPECT(memcmp(g1, g2, sizeof(g1)) == 0);
+		/* against a plain double sum (the same to rounding) */
+		double plain = 0;
+		for (size_t e = 0; e < n; e++)
+			plain += (double)v[0][e] * v[0][e];
+		EXPECT_NEAR(g1[0], plain, 1e-9 * (plain > 1 ? plain : 1));
+		for (int i = 0; i < k; i++)
+			free(v[i]);
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -307,6 +351,8 @@ int main(void)
 	RUN(arithmetic_random_with_tails);
 	RUN(fused_equal_primitives);
 	RUN(consensus_and_topk);
+	RUN(philox_block);
+	RUN(dots);
 	RUN(reference_values);
 	return bf_test_report();
 }
