@@ -43,7 +43,7 @@ struct bf_err {
 
 /* Set the message if none is set yet. Always returns -1 so callers can `return bf_errf(...)`. */
 int bf_errf(struct bf_err *e, const char *fmt, ...) BF_PRINTF(2, 3);
-int bf_verrf(struct bf_err *e, const char *fmt, va_list ap);
+int bf_verrf(struct bf_err *e, const char *fmt, va_list ap) BF_PRINTF(2, 0);
 /* Prefix an existing message ("PREFIX: old message"); sets one if empty. Returns -1. */
 int bf_err_prefix(struct bf_err *e, const char *fmt, ...) BF_PRINTF(2, 3);
 static inline void bf_err_clear(struct bf_err *e) { if (e) e->msg[0] = 0; }

@@ -26,6 +26,33 @@ struct bf_kern {
 	void (*sub)(float *out, const float *a, const float *b, size_t n);         /* out = a - b */
 	void (*add)(float *out, const float *a, size_t n);                         /* out = out + a */
 	void (*lin2)(float *out, const float *a, float wa, const float *b, float wb, size_t n); /* out = a*wa + b*wb */
+
+	/* Fused bf16 -> bf16 kernels: the same f32 operations, in the same order, as the primitive
+	 * sequences named below, without the f32 arrays in between (one pass over memory).
+	 *   wsum: x0*w0, then acc + xi*wi for i = 1..k-1, then acc / div if use_div
+	 *         (scale, axpy..., div)
+	 *   ta:   acc = (x0-b)*w0, then acc + (xi-b)*wi; acc / den if use_den; acc * lam if use_lam;
+	 *         acc + b   (sub+scale per input, copy+add, div, scale, add) */
+	void (*wsum_bf16)(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div, size_t n);
+	void (*ta_bf16)(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+			int use_den, float lam, int use_lam, size_t n);
+
+	/* TIES sign consensus over k task vectors D[i*stride + e]: per element, vote = sum of D_i
+	 * (or of sign D_i when count), s = vote >= 0 ? 1 : -1, keep_i = (sign D_i == s) as 1/0,
+	 * out = sum of D_i * keep_i, den = sum of w_i * keep_i, all accumulated from 0 in model order. */
+	void (*consensus)(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			  size_t n);
+	/* TIES top-k mask: mask[e] = 1 when (~(bits(|d[e]|)), e0 + e) < (tk, ti) lexicographically
+	 * (bf_select's stable descending rank), else 0. */
+	void (*topk_mask)(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n);
+	/* Dot products of k vectors: g[i*k + j] += sum_e v_i[e] * v_j[e] for i <= j, the products
+	 * in double (exact), summed into 4 accumulators by e % 4 in index order, which are added
+	 * as (a0 + a1) + (a2 + a3) at the end of the call. */
+	void (*dots_f64)(const float *const *v, int k, size_t n, double *g);
+	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
+	 * in struct bf_rng). */
+	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out);
 };
 
 extern const struct bf_kern bf_kern_ref;

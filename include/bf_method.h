@@ -58,6 +58,16 @@ struct bf_kargs {
 	size_t n;                    /* element count; a multiple of t->row_len when row_local */
 };
 
+/* Arguments of a fused kernel: raw input bytes in, output dtype bytes out, in one pass. */
+struct bf_fargs {
+	const struct bf_otensor *t;
+	const void *stats;
+	const void *const *raw;      /* raw[i]: element e0 of input i, in that input's dtype */
+	void *out;                   /* element e0 of the output, in the tensor's output dtype */
+	uint64_t e0;
+	size_t n;
+};
+
 struct bf_method {
 	const char *name;
 	const char *pretty;          /* for the model card */
@@ -74,6 +84,10 @@ struct bf_method {
 	int (*stats)(struct bf_stream *s, const struct bf_otensor *t, void **out);
 	void (*free_stats)(void *stats);
 	int (*kernel)(const struct bf_kargs *a);
+	/* Optional one-pass version of kernel for common dtype combinations (all BF16): exactly the
+	 * same bytes as kernel + rounding (test_kern checks the primitives it is built from).
+	 * Returns -ENOTSUP when it does not apply, and the generic path runs instead. */
+	int (*fused)(const struct bf_fargs *a);
 };
 
 const struct bf_method *bf_method_find(const char *name);
@@ -89,8 +103,10 @@ int bf_method_param(const struct bf_method *m, const char *name);
 void *bf_scratch(unsigned slot, size_t bytes);
 
 /* Streaming access for stats passes: calls fn for consecutive blocks covering the whole tensor,
- * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row).
- * Returns 0, the first non-zero value fn returned, or -errno from reading the sources. */
+ * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row). fn
+ * returns 0 to go on, BF_STREAM_STOP to end the pass early, or a negative errno.
+ * Returns 0, fn's negative errno, or -errno from reading the sources. */
+#define BF_STREAM_STOP 1
 typedef int (*bf_stream_fn)(void *ctx, const float *const *in, uint64_t e0, size_t n);
 int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

@@ -11,9 +11,10 @@
  * "rank(x, i) < R"  <=>  (key(x), i) < (key*, i*)  lexicographically, so a chunk can test any
  * element on its own afterwards. R >= n selects everything, R == 0 nothing.
  *
- * Usage: bf_select_init for each target, then run passes: for each pass, feed every element in
- * flat-index order with bf_select_feed (one call per block), then bf_select_next_pass. A target
- * is done when bf_select_done. Several targets can be fed in the same streaming pass.
+ * Usage: bf_select_init for each target, then run passes while any target is not done: feed
+ * every element in flat-index order with bf_select_feed (one call per block), then
+ * bf_select_next_pass. Several targets can be fed in the same streaming pass. bf_select_failed
+ * reports an allocation failure. Set value_only after init when only the key is needed.
  */
 #ifndef BF_SELECT_H
 #define BF_SELECT_H
@@ -23,14 +24,19 @@
 #include <stddef.h>
 #include <string.h>
 
+struct bf_select_map;
+
 struct bf_select {
 	uint64_t rank;        /* wanted rank R (0-based) */
-	uint64_t n;           /* elements seen in the current pass */
-	int pass;             /* 0, 1, 2; 3 = done */
-	uint32_t hi;          /* selected top 16 bits after pass 0 */
-	uint32_t key;         /* selected key after pass 1 */
-	uint64_t need;        /* rank still to go inside the current bucket */
-	uint64_t *hist;       /* 65536 counters (passes 0 and 1) */
+	int pass;             /* internal state; >= 4 = done */
+	bool overflow;        /* too many distinct keys for the table */
+	bool failed;          /* allocation failure */
+	bool value_only;      /* only the key is wanted (no tie pass) */
+	uint32_t hi;          /* radix: selected top 16 bits */
+	uint32_t key;         /* the selected key */
+	uint64_t need;        /* rank still to go among elements equal to the key */
+	uint64_t *hist;       /* radix: 65536 counters */
+	struct bf_select_map *map;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;
 };
@@ -51,7 +57,10 @@ void bf_select_free(struct bf_select *s);
 /* Feed keys[0..n) for flat indices idx0.. (consecutive calls must cover the tensor in order). */
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n);
 void bf_select_next_pass(struct bf_select *s);
-static inline bool bf_select_done(const struct bf_select *s) { return s->pass >= 3; }
+static inline bool bf_select_done(const struct bf_select *s) { return s->pass >= 4; }
+static inline bool bf_select_failed(const struct bf_select *s) { return s->failed; }
+/* Nothing more to learn in this pass (done, or the direct count gave up): streaming may stop. */
+static inline bool bf_select_idle(const struct bf_select *s) { return s->pass >= 4 || (s->pass == 0 && s->overflow); }
 /* After done: is (key, idx) ranked before R? */
 static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint64_t idx)
 {

@@ -1,18 +1,18 @@
 /* bf_exec.c: chunked, cached, on-demand computation of output shards (see bf_exec.h).
  *
- * The read path, for one byte range of a shard:
+ * The read path, for one READ request [off, off+len) of a shard:
  *
- *   header bytes            -> copied from the plan
- *   tensor bytes, per tensor overlapping the range:
- *     copy tensor           -> pread from the source (no cache: the page cache has it)
- *     computed tensor       -> the chunks overlapping the range, each from the LRU cache or
- *                              computed now (single-flight), then the overlapping bytes copied
+ *   chunks k0..k1 overlapping it  -> each from the LRU cache, or computed now by this thread
+ *                                    (single flight: concurrent readers of a chunk wait for it)
+ *   reply                         -> iovecs straight into the pinned cache buffers, no copy
+ *   sequential pattern?           -> queue the next chunks for the prefetch thread
  *
- * Computing a chunk: statistics first (once per tensor, computed by the first thread that needs
- * them while others wait on the same tensor only), then blocks of about BLOCK_ELEMS elements
- * (whole rows for row-local methods): pread each input's bytes, widen to f32, run the kernel,
- * round to the output dtype straight into the cache buffer. Inputs are checked for changes
- * after they are read, so a chunk is never built from a file that changed under it.
+ * Computing a chunk walks the tensors in its byte range. Copy tensors (passthrough) are pread
+ * into place. Computed tensors need their statistics first (once per tensor: the first thread
+ * computes them while others wanting the same tensor wait), then run in two levels of blocks:
+ * RAW_ELEMS elements of every input are read with one pread each (few system calls), and
+ * SUB_ELEMS elements at a time are widened to f32, run through the kernel and rounded into the
+ * chunk buffer (so the working set stays in L1/L2). Sources are re-checked after they are read.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,34 +25,49 @@
 #include "bf_exec.h"
 #include "bf_log.h"
 
-#define BLOCK_ELEMS 16384u
+#define RAW_ELEMS (1u << 16)
+#define SUB_ELEMS 8192u
 #define STREAM_ELEMS (1u << 16)
+#define PF_QUEUE 64
 
 enum { ST_NONE, ST_COMPUTING, ST_DONE };
 
 struct tstate {
 	int state;
 	void *stats;
-	uint64_t chunk_elems;    /* elements per chunk (whole rows for row-local methods) */
-	uint64_t block_elems;    /* elements per kernel block */
+};
+
+struct pf_job {
+	uint32_t shard;
+	uint64_t k;       /* chunk index, or tensor index for a statistics job */
+	bool stats;
 };
 
 struct bf_exec {
 	const struct bf_plan *p;
 	struct bf_exec_opts o;
+	uint64_t chunk;          /* bytes per chunk */
 	struct bf_cache *cache;
 	struct tstate *ts;
 	pthread_mutex_t lock;    /* guards ts[].state/stats */
 	pthread_cond_t cond;
-	_Atomic uint64_t chunks, bytes, copied, stats_done, errors;
+	_Atomic uint64_t *last;  /* per shard: 1 + last chunk a reader asked for (0: none yet) */
+	_Atomic uint64_t chunks, bytes, copied, stats_done, errors, prefetched;
 	_Atomic uint64_t m_ns[32], m_bytes[32];
+	/* prefetch */
+	pthread_mutex_t pf_lock;
+	pthread_cond_t pf_cond;
+	struct pf_job pf_q[PF_QUEUE];
+	unsigned pf_head, pf_len;
+	bool pf_stop;
+	pthread_t *pf_threads;
+	unsigned pf_n;
 };
 
 struct bf_stream {
 	struct bf_exec *x;
 };
 
-static uint64_t now_ns(void) { return bf_now_ns(); }
 
 static int method_index(const struct bf_method *m)
 {
@@ -74,36 +89,27 @@ int bf_exec_new(const struct bf_plan *p, const struct bf_exec_opts *o, struct bf
 		return bf_errf(err, "out of memory");
 	x->p = p;
 	x->o = *o;
-	if (!x->o.chunk_bytes)
-		x->o.chunk_bytes = 1u << 20;
+	x->chunk = o->chunk_bytes ? o->chunk_bytes : 1u << 20;
+	if (x->chunk % 8) {
+		free(x);
+		return bf_errf(err, "chunk size %llu is not a multiple of 8 bytes", (unsigned long long)o->chunk_bytes);
+	}
+	if (!x->o.prefetch_chunks)
+		x->o.prefetch_chunks = 4;
+	/* prefetching into a cache that cannot hold what it fetches only evicts what readers need */
+	if (o->cache_bytes < (uint64_t)(x->o.prefetch_chunks + 4) * x->chunk)
+		x->o.prefetch_threads = 0;
 	x->ts = calloc(p->n_tensors ? p->n_tensors : 1, sizeof(*x->ts));
-	x->cache = bf_cache_new(o->cache_bytes, x->o.chunk_bytes);
-	if (!x->ts || !x->cache) {
+	x->last = calloc(p->n_shards ? p->n_shards : 1, sizeof(*x->last));
+	x->cache = bf_cache_new(o->cache_bytes, x->chunk);
+	if (!x->ts || !x->last || !x->cache) {
 		bf_exec_free(x);
 		return bf_errf(err, "out of memory");
 	}
 	pthread_mutex_init(&x->lock, NULL);
 	pthread_cond_init(&x->cond, NULL);
-	for (size_t i = 0; i < p->n_tensors; i++) {
-		const struct bf_otensor *t = &p->tensors[i];
-		struct tstate *s = &x->ts[i];
-		uint64_t osz = bf_dtype_size(t->dtype);
-		uint64_t ce = x->o.chunk_bytes / (osz ? osz : 1);
-		if (ce == 0)
-			ce = 1;
-		uint64_t be = BLOCK_ELEMS;
-		if (t->method->row_local) {
-			/* whole rows in chunks and blocks */
-			ce = ce / t->row_len * t->row_len;
-			if (!ce)
-				ce = t->row_len;
-			be = be / t->row_len * t->row_len;
-			if (!be)
-				be = t->row_len;
-		}
-		s->chunk_elems = ce;
-		s->block_elems = be;
-	}
+	pthread_mutex_init(&x->pf_lock, NULL);
+	pthread_cond_init(&x->pf_cond, NULL);
 	*out = x;
 	return 0;
 }
@@ -112,6 +118,15 @@ void bf_exec_free(struct bf_exec *x)
 {
 	if (!x)
 		return;
+	if (x->pf_threads) {
+		pthread_mutex_lock(&x->pf_lock);
+		x->pf_stop = true;
+		pthread_cond_broadcast(&x->pf_cond);
+		pthread_mutex_unlock(&x->pf_lock);
+		for (unsigned i = 0; i < x->pf_n; i++)
+			pthread_join(x->pf_threads[i], NULL);
+		free(x->pf_threads);
+	}
 	if (x->ts) {
 		for (size_t i = 0; i < x->p->n_tensors; i++)
 			if (x->ts[i].stats && x->p->tensors[i].method->free_stats)
@@ -119,7 +134,10 @@ void bf_exec_free(struct bf_exec *x)
 		free(x->ts);
 		pthread_mutex_destroy(&x->lock);
 		pthread_cond_destroy(&x->cond);
+		pthread_mutex_destroy(&x->pf_lock);
+		pthread_cond_destroy(&x->pf_cond);
 	}
+	free(x->last);
 	if (x->cache)
 		bf_cache_free(x->cache);
 	free(x);
@@ -127,6 +145,7 @@ void bf_exec_free(struct bf_exec *x)
 
 struct bf_cache *bf_exec_cache(struct bf_exec *x) { return x->cache; }
 const struct bf_plan *bf_exec_plan(const struct bf_exec *x) { return x->p; }
+uint64_t bf_exec_chunk_bytes(const struct bf_exec *x) { return x->chunk; }
 
 void bf_exec_get_stats(struct bf_exec *x, struct bf_exec_stats *out)
 {
@@ -136,6 +155,7 @@ void bf_exec_get_stats(struct bf_exec *x, struct bf_exec_stats *out)
 	out->bytes_copied = atomic_load(&x->copied);
 	out->stats_computed = atomic_load(&x->stats_done);
 	out->read_errors = atomic_load(&x->errors);
+	out->prefetched = atomic_load(&x->prefetched);
 	for (int i = 0; i < 32; i++) {
 		out->method_ns[i] = atomic_load(&x->m_ns[i]);
 		out->method_bytes[i] = atomic_load(&x->m_bytes[i]);
@@ -146,7 +166,6 @@ void bf_exec_get_stats(struct bf_exec *x, struct bf_exec_stats *out)
  * Sources
  */
 
-/* Fail fast if any input shard of t is known to have changed. */
 static int inputs_stale(const struct bf_exec *x, const struct bf_otensor *t)
 {
 	for (uint32_t i = 0; i < t->n_in; i++) {
@@ -157,7 +176,7 @@ static int inputs_stale(const struct bf_exec *x, const struct bf_otensor *t)
 	return 0;
 }
 
-/* Re-check the identity of every input shard (after reading: see the file comment). */
+/* Re-check the identity of every input shard (after reading: see bf_exec.h). */
 static int inputs_fresh(const struct bf_exec *x, const struct bf_otensor *t)
 {
 	for (uint32_t i = 0; i < t->n_in; i++) {
@@ -169,8 +188,11 @@ static int inputs_fresh(const struct bf_exec *x, const struct bf_otensor *t)
 	return 0;
 }
 
-/* Load elements [e, e+n) of every input as f32 into in[i] (slot 4: raw bytes; 5: f32). */
-static int load_inputs(struct bf_exec *x, const struct bf_otensor *t, uint64_t e, size_t n, float **in)
+/* Pointers to elements [e, e+n) of every input's raw bytes, read with one pread per input into
+ * scratch slot 4. (Mapping the sources instead would save this copy, but mapped page-cache
+ * pages count in the daemon's RSS and every first touch is a page fault; pread into a buffer
+ * that stays in L2 measured faster.) */
+static int read_raw(struct bf_exec *x, const struct bf_otensor *t, uint64_t e, size_t n, const char **raw)
 {
 	size_t maxsz = 0;
 	for (uint32_t i = 0; i < t->n_in; i++) {
@@ -178,22 +200,40 @@ static int load_inputs(struct bf_exec *x, const struct bf_otensor *t, uint64_t e
 		if (sz > maxsz)
 			maxsz = sz;
 	}
-	float *f = bf_scratch(5, (size_t)t->n_in * n * sizeof(float));
-	void *raw = bf_scratch(4, n * maxsz);
-	if (!f || !raw)
+	size_t stride = (n * maxsz + 63) / 64 * 64;
+	char *buf = bf_scratch(4, (size_t)t->n_in * stride);
+	if (!buf)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < t->n_in; i++) {
 		const struct bf_src_tensor *st = t->in[i].src;
-		const struct bf_model *m = x->p->models[t->in[i].model];
 		size_t sz = bf_dtype_size(st->dtype);
-		in[i] = f + (size_t)i * n;
-		/* f32 sources are read straight into place */
-		void *dst = st->dtype == BF_DT_F32 ? (void *)in[i] : raw;
-		int r = bf_model_pread(m, st, e * sz, dst, n * sz);
+		int r = bf_model_pread(x->p->models[t->in[i].model], st, e * sz, buf + i * stride, n * sz);
 		if (r)
 			return r;
-		if (st->dtype != BF_DT_F32)
-			bf_to_f32(st->dtype, raw, in[i], n);
+		raw[i] = buf + i * stride;
+	}
+	return 0;
+}
+
+/* f32 views of elements [s, s+m) of the raw block: f32 inputs are used in place, the others are
+ * widened into scratch slot 5. */
+static int widen(const struct bf_otensor *t, const char *const *raw, size_t s, size_t m, float **in)
+{
+	float *f = bf_scratch(5, (size_t)t->n_in * m * sizeof(float));
+	if (!f)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < t->n_in; i++) {
+		enum bf_dtype d = t->in[i].src->dtype;
+		const char *src = raw[i] + s * bf_dtype_size(d);
+		if (d == BF_DT_F32 && (uintptr_t)src % 4 == 0) {
+			in[i] = (float *)(uintptr_t)src; /* used in place */
+		} else {
+			in[i] = f + (size_t)i * m;
+			if (d == BF_DT_F32)
+				memcpy(in[i], src, m * sizeof(float));
+			else
+				bf_to_f32(d, src, in[i], m);
+		}
 	}
 	return 0;
 }
@@ -216,11 +256,16 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 	if (!blk)
 		blk = t->row_len;
 	float *in[BF_MAX_MODELS * 4 + 1];
+	const char *raw[BF_MAX_MODELS * 4 + 1];
 	for (uint64_t e = 0; e < t->numel; e += blk) {
 		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
-		int r = load_inputs(x, t, e, n, in);
+		int r = read_raw(x, t, e, n, raw);
+		if (!r)
+			r = widen(t, raw, 0, n, in);
 		if (!r)
 			r = fn(ctx, (const float *const *)in, e, n);
+		if (r == BF_STREAM_STOP)
+			break;
 		if (r)
 			return r;
 	}
@@ -247,9 +292,9 @@ static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
 
 	struct bf_stream st = { x };
 	void *out = NULL;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bf_now_ns();
 	int r = t->method->stats(&st, t, &out);
-	bf_debug("statistics of %s (%s) in %.1f ms", t->name, t->method->name, (double)(now_ns() - t0) / 1e6);
+	bf_debug("statistics of %s (%s) in %.1f ms", t->name, t->method->name, (double)(bf_now_ns() - t0) / 1e6);
 
 	pthread_mutex_lock(&x->lock);
 	if (r) {
@@ -269,83 +314,70 @@ static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
  * Chunks
  */
 
-static int compute_chunk(struct bf_exec *x, size_t ti, uint64_t k, void *dst)
+/* Output elements [e0, e1) of computed tensor ti, rounded into dst. */
+static int compute_range(struct bf_exec *x, size_t ti, uint64_t e0, uint64_t e1, char *dst)
 {
 	const struct bf_otensor *t = &x->p->tensors[ti];
-	const struct tstate *s = &x->ts[ti];
 	const void *stats;
 	int r = ensure_stats(x, ti, &stats);
 	if (r)
 		return r;
-	uint64_t t0 = now_ns();
-	uint64_t eb = k * s->chunk_elems, ee = eb + s->chunk_elems;
-	if (ee > t->numel)
-		ee = t->numel;
+	uint64_t t0 = bf_now_ns();
+	uint64_t L = t->row_len, ra = e0, rb = e1, B = RAW_ELEMS, S = SUB_ELEMS;
+	if (t->method->row_local) {
+		/* whole rows: a row cut by the chunk boundary is computed for both chunks */
+		ra = e0 / L * L;
+		rb = (e1 + L - 1) / L * L;
+		if (rb > t->numel)
+			rb = t->numel;
+		B = B / L ? B / L * L : L;
+		S = S / L ? S / L * L : L;
+	}
 	size_t osz = bf_dtype_size(t->dtype);
 	float *in[BF_MAX_MODELS * 4 + 1];
-	for (uint64_t e = eb; e < ee; e += s->block_elems) {
-		size_t n = (size_t)(ee - e < s->block_elems ? ee - e : s->block_elems);
-		r = load_inputs(x, t, e, n, in);
-		if (r)
-			return r;
-		float *out = bf_scratch(6, n * sizeof(float));
-		if (!out)
-			return -ENOMEM;
-		struct bf_kargs a = { .t = t, .stats = stats, .in = (const float *const *)in, .out = out,
-				      .e0 = e, .n = n };
-		r = t->method->kernel(&a);
-		if (r)
-			return r;
-		bf_from_f32(t->dtype, out, (char *)dst + (e - eb) * osz, n);
+	const char *raw[BF_MAX_MODELS * 4 + 1];
+	for (uint64_t e = ra; e < rb && !r; e += B) {
+		size_t n = (size_t)(rb - e < B ? rb - e : B);
+		r = read_raw(x, t, e, n, raw);
+		if (!r && t->method->fused && !t->method->row_local) {
+			/* one pass from the raw bytes to the output (ra == e0, rb == e1 here) */
+			struct bf_fargs fa = { .t = t, .stats = stats, .raw = (const void *const *)raw,
+					       .out = dst + (e - e0) * osz, .e0 = e, .n = n };
+			int fr = t->method->fused(&fa);
+			if (fr != -ENOTSUP) {
+				r = fr;
+				continue;
+			}
+		}
+		for (size_t s = 0; s < n && !r; s += S) {
+			size_t m = n - s < S ? n - s : (size_t)S;
+			float *out = bf_scratch(6, m * sizeof(float));
+			if (!out) {
+				r = -ENOMEM;
+				break;
+			}
+			r = widen(t, raw, s, m, in);
+			if (r)
+				break;
+			struct bf_kargs a = { .t = t, .stats = stats, .in = (const float *const *)in, .out = out,
+					      .e0 = e + s, .n = m };
+			r = t->method->kernel(&a);
+			if (r)
+				break;
+			uint64_t lo = e + s > e0 ? e + s : e0, hi = e + s + m < e1 ? e + s + m : e1;
+			if (lo < hi)
+				bf_from_f32(t->dtype, out + (lo - (e + s)), dst + (lo - e0) * osz, (size_t)(hi - lo));
+		}
 	}
+	if (r)
+		return r;
 	r = inputs_fresh(x, t);
 	if (r)
 		return r;
 	int mi = method_index(t->method);
-	atomic_fetch_add(&x->m_ns[mi], now_ns() - t0);
-	atomic_fetch_add(&x->m_bytes[mi], (ee - eb) * osz);
-	atomic_fetch_add(&x->chunks, 1);
-	atomic_fetch_add(&x->bytes, (ee - eb) * osz);
-	return 0;
-}
-
-static uint64_t chunk_key(const struct bf_exec *x, size_t ti, uint64_t k)
-{
-	uint64_t v[2] = { ti, k };
-	return XXH3_64bits_withSeed(v, sizeof(v), x->p->recipe_hash);
-}
-
-/* Copy bytes [off, off+len) of computed tensor ti into buf. */
-static int read_computed(struct bf_exec *x, size_t ti, uint64_t off, size_t len, char *buf)
-{
-	const struct bf_otensor *t = &x->p->tensors[ti];
-	const struct tstate *s = &x->ts[ti];
-	uint64_t osz = bf_dtype_size(t->dtype);
-	uint64_t cbytes = s->chunk_elems * osz;
-	uint64_t end = off + len;
-	for (uint64_t k = off / cbytes; k * cbytes < end; k++) {
-		uint64_t cb = k * cbytes, ce = cb + cbytes;
-		if (ce > t->nbytes)
-			ce = t->nbytes;
-		bool fill;
-		struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, ti, k), (uint32_t)ti, (size_t)(ce - cb), &fill);
-		if (!e)
-			return -ENOMEM;
-		int r;
-		if (fill) {
-			r = compute_chunk(x, ti, k, bf_centry_data(e));
-			bf_cache_fill_done(x->cache, e, r);
-		} else {
-			r = bf_cache_wait(x->cache, e);
-		}
-		if (!r) {
-			uint64_t a = off > cb ? off : cb, b = end < ce ? end : ce;
-			memcpy(buf + (a - off), (char *)bf_centry_data(e) + (a - cb), (size_t)(b - a));
-		}
-		bf_cache_put(x->cache, e);
-		if (r)
-			return r;
-	}
+	atomic_fetch_add(&x->m_ns[mi], bf_now_ns() - t0);
+	atomic_fetch_add(&x->m_bytes[mi], (e1 - e0) * osz);
+	atomic_fetch_add(&x->bytes, (e1 - e0) * osz);
 	return 0;
 }
 
@@ -360,21 +392,9 @@ static int read_copy(struct bf_exec *x, const struct bf_otensor *t, uint64_t off
 	return r;
 }
 
-int bf_exec_read(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, void *buf)
+/* First tensor (in file order) of shard sh that ends after byte `off`. */
+static uint32_t first_tensor(const struct bf_exec *x, const struct bf_oshard *sh, uint64_t off)
 {
-	const struct bf_oshard *sh = &x->p->shards[shard];
-	char *out = buf;
-	BF_ASSERT(off + len <= sh->size);
-	if (off < sh->header_len) {
-		size_t n = (size_t)(sh->header_len - off < len ? sh->header_len - off : len);
-		memcpy(out, sh->header + off, n);
-		out += n;
-		off += n;
-		len -= n;
-	}
-	if (!len)
-		return 0;
-	/* first tensor (in file order) ending after off */
 	uint32_t lo = 0, hi = sh->n_tensors;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
@@ -384,25 +404,311 @@ int bf_exec_read(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, vo
 		else
 			hi = mid;
 	}
-	uint64_t end = off + len;
-	for (uint32_t i = lo; i < sh->n_tensors && off < end; i++) {
+	return lo;
+}
+
+/* Fail if a tensor overlapping [a, b) of the shard depends on a source known to have changed. */
+static int range_stale(const struct bf_exec *x, uint32_t shard, uint64_t a, uint64_t b)
+{
+	const struct bf_oshard *sh = &x->p->shards[shard];
+	for (uint32_t i = first_tensor(x, sh, a); i < sh->n_tensors; i++) {
+		const struct bf_otensor *t = &x->p->tensors[sh->tensors[i]];
+		if (t->file_off >= b)
+			break;
+		if (inputs_stale(x, t))
+			return -EIO;
+	}
+	return 0;
+}
+
+static void chunk_range(const struct bf_exec *x, uint32_t shard, uint64_t k, uint64_t *cb, uint64_t *ce)
+{
+	uint64_t size = x->p->shards[shard].size;
+	*cb = k * x->chunk;
+	*ce = *cb + x->chunk < size ? *cb + x->chunk : size;
+}
+
+/* Bytes [cb, ce) of a shard into buf: the header part, copy tensors, computed tensors. */
+static long compute_bytes(struct bf_exec *x, uint32_t shard, uint64_t cb, uint64_t ce, char *out)
+{
+	const struct bf_oshard *sh = &x->p->shards[shard];
+	if (cb < sh->header_len)
+		memcpy(out, sh->header + cb, (size_t)((ce < sh->header_len ? ce : sh->header_len) - cb));
+	for (uint32_t i = first_tensor(x, sh, cb); i < sh->n_tensors; i++) {
 		size_t ti = sh->tensors[i];
 		const struct bf_otensor *t = &x->p->tensors[ti];
 		uint64_t tb = t->file_off, te = tb + t->nbytes;
-		if (te <= off || tb >= end)
-			continue;
-		uint64_t a = off > tb ? off : tb, b = end < te ? end : te;
+		if (tb >= ce)
+			break;
+		if (te <= cb)
+			continue; /* empty tensors */
+		uint64_t a = cb > tb ? cb : tb, b = ce < te ? ce : te;
 		int r = inputs_stale(x, t);
-		if (!r)
-			r = t->copy ? read_copy(x, t, a - tb, (size_t)(b - a), out + (a - off))
-				    : read_computed(x, ti, a - tb, (size_t)(b - a), out + (a - off));
+		if (!r) {
+			if (t->copy) {
+				r = read_copy(x, t, a - tb, (size_t)(b - a), out + (a - cb));
+			} else {
+				uint64_t osz = bf_dtype_size(t->dtype);
+				r = compute_range(x, ti, (a - tb) / osz, (b - tb) / osz, out + (a - cb));
+			}
+		}
 		if (r) {
 			atomic_fetch_add(&x->errors, 1);
-			bf_log_ratelimited(BF_LOG_ERROR, t->id, 5000, "read of %s bytes [%llu, %llu) of tensor %s failed: %s",
-					   sh->name, (unsigned long long)a, (unsigned long long)b, t->name,
-					   strerror(-r));
+			bf_log_ratelimited(BF_LOG_ERROR, t->id, 5000, "computing %s bytes [%llu, %llu) (tensor %s) failed: %s",
+					   sh->name, (unsigned long long)a, (unsigned long long)b, t->name, strerror(-r));
 			return r;
 		}
 	}
+	return (long)(ce - cb);
+}
+
+long bf_exec_compute_chunk(struct bf_exec *x, uint32_t shard, uint64_t k, void *buf)
+{
+	uint64_t cb, ce;
+	chunk_range(x, shard, k, &cb, &ce);
+	if (cb >= ce)
+		return -EINVAL;
+	long n = compute_bytes(x, shard, cb, ce, buf);
+	if (n > 0)
+		atomic_fetch_add(&x->chunks, 1);
+	return n;
+}
+
+static uint64_t chunk_key(const struct bf_exec *x, uint32_t shard, uint64_t k)
+{
+	uint64_t v[2] = { shard, k };
+	return XXH3_64bits_withSeed(v, sizeof(v), x->p->recipe_hash);
+}
+
+/* A pinned, ready cache entry for chunk k, or NULL with *err set. */
+static struct bf_centry *get_chunk(struct bf_exec *x, uint32_t shard, uint64_t k, int *err)
+{
+	uint64_t cb, ce;
+	chunk_range(x, shard, k, &cb, &ce);
+	bool fill;
+	struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, shard, k), shard, (size_t)(ce - cb), &fill);
+	if (!e) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	int r;
+	if (fill) {
+		long n = bf_exec_compute_chunk(x, shard, k, bf_centry_data(e));
+		r = n < 0 ? (int)n : 0;
+		bf_cache_fill_done(x->cache, e, r);
+	} else {
+		r = bf_cache_wait(x->cache, e);
+	}
+	if (r) {
+		bf_cache_put(x->cache, e);
+		*err = r;
+		return NULL;
+	}
+	return e;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Prefetch: sequential readers of a shard get the next chunks computed ahead on another core
+ */
+
+static void *pf_main(void *arg)
+{
+	struct bf_exec *x = arg;
+	pthread_mutex_lock(&x->pf_lock);
+	for (;;) {
+		while (!x->pf_len && !x->pf_stop)
+			pthread_cond_wait(&x->pf_cond, &x->pf_lock);
+		if (x->pf_stop)
+			break;
+		struct pf_job j = x->pf_q[x->pf_head];
+		x->pf_head = (x->pf_head + 1) % PF_QUEUE;
+		x->pf_len--;
+		pthread_mutex_unlock(&x->pf_lock);
+		if (j.stats) {
+			const void *st;
+			ensure_stats(x, (size_t)j.k, &st);
+			pthread_mutex_lock(&x->pf_lock);
+			continue;
+		}
+		uint64_t cb, ce;
+		chunk_range(x, j.shard, j.k, &cb, &ce);
+		bool fill;
+		struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, j.shard, j.k), j.shard, (size_t)(ce - cb), &fill);
+		if (e) {
+			if (fill) {
+				long n = bf_exec_compute_chunk(x, j.shard, j.k, bf_centry_data(e));
+				bf_cache_fill_done(x->cache, e, n < 0 ? (int)n : 0);
+				atomic_fetch_add(&x->prefetched, 1);
+			}
+			bf_cache_put(x->cache, e); /* stays cached; never wait for another thread's fill */
+		}
+		pthread_mutex_lock(&x->pf_lock);
+	}
+	pthread_mutex_unlock(&x->pf_lock);
+	return NULL;
+}
+
+int bf_exec_start_prefetch(struct bf_exec *x)
+{
+	if (!x->o.prefetch_threads || x->pf_threads)
+		return 0;
+	x->pf_threads = calloc(x->o.prefetch_threads, sizeof(pthread_t));
+	if (!x->pf_threads)
+		return -ENOMEM;
+	for (unsigned i = 0; i < x->o.prefetch_threads; i++) {
+		if (pthread_create(&x->pf_threads[i], NULL, pf_main, x))
+			break;
+		x->pf_n++;
+	}
 	return 0;
+}
+
+static void pf_push(struct bf_exec *x, struct pf_job j)
+{
+	if (x->pf_len < PF_QUEUE) {
+		x->pf_q[(x->pf_head + x->pf_len) % PF_QUEUE] = j;
+		x->pf_len++;
+	}
+}
+
+/* The first computed tensor with statistics that starts after byte `off` of the shard and has
+ * none yet, or -1. */
+static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off)
+{
+	const struct bf_oshard *sh = &x->p->shards[shard];
+	uint32_t first = first_tensor(x, sh, off);
+	for (uint32_t i = first; i < sh->n_tensors && i < first + 64; i++) {
+		size_t ti = sh->tensors[i];
+		const struct bf_otensor *t = &x->p->tensors[ti];
+		if (t->copy || !t->method->stats || t->file_off < off)
+			continue;
+		pthread_mutex_lock(&x->lock);
+		int state = x->ts[ti].state;
+		pthread_mutex_unlock(&x->lock);
+		if (state == ST_NONE)
+			return (long)ti;
+	}
+	return -1;
+}
+
+/* A request that continues the previous one on this shard: queue the next chunks, and the
+ * statistics of the next tensor that needs them, for the prefetch thread (on two cores the
+ * reader's thread computes the current tensor while the other prepares the next). */
+static void note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
+{
+	uint64_t prev = atomic_exchange(&x->last[shard], k1 + 1);
+	if (!x->pf_n || !prev || (k0 + 1 != prev && k0 != prev))
+		return; /* not a continuation of the previous request */
+	uint64_t nchunks = (x->p->shards[shard].size + x->chunk - 1) / x->chunk;
+	long st = next_stats_tensor(x, shard, (k1 + 1) * x->chunk);
+	pthread_mutex_lock(&x->pf_lock);
+	if (st >= 0)
+		pf_push(x, (struct pf_job){ shard, (uint64_t)st, true });
+	for (uint64_t k = k1 + 1; k <= k1 + x->o.prefetch_chunks && k < nchunks; k++)
+		pf_push(x, (struct pf_job){ shard, k, false });
+	pthread_cond_signal(&x->pf_cond);
+	pthread_mutex_unlock(&x->pf_lock);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Reads
+ */
+
+static int pins_grow(struct bf_exec_pins *p, size_t n)
+{
+	if (n <= p->cap)
+		return 0;
+	size_t cap = n < 16 ? 16 : n;
+	struct bf_centry **e = realloc(p->e, cap * sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	p->e = e;
+	struct iovec *v = realloc(p->iov, cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	p->iov = v;
+	p->cap = cap;
+	return 0;
+}
+
+int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, struct bf_exec_pins *pins)
+{
+	BF_ASSERT(off + len <= x->p->shards[shard].size);
+	pins->n = 0;
+	if (!len)
+		return 0;
+	uint64_t k0 = off / x->chunk, k1 = (off + len - 1) / x->chunk;
+	int r = range_stale(x, shard, off, off + len);
+	if (r)
+		return r;
+	if ((r = pins_grow(pins, (size_t)(k1 - k0 + 1))))
+		return r;
+	note_access(x, shard, k0, k1);
+	for (uint64_t k = k0; k <= k1; k++) {
+		struct bf_centry *e = get_chunk(x, shard, k, &r);
+		if (!e && r == -EIO) {
+			/* Part of the chunk depends on a source that changed. The request itself may not:
+			 * compute exactly the requested bytes, uncached, so reads of unaffected tensors
+			 * keep working however chunks and tensors interleave. */
+			bf_exec_unpin(x, pins);
+			if (pins->buf_cap < len) {
+				char *b = realloc(pins->buf, len);
+				if (!b)
+					return -ENOMEM;
+				pins->buf = b;
+				pins->buf_cap = len;
+			}
+			long n = compute_bytes(x, shard, off, off + len, pins->buf);
+			if (n < 0)
+				return (int)n;
+			pins->iov[0].iov_base = pins->buf;
+			pins->iov[0].iov_len = len;
+			pins->e[0] = NULL;
+			pins->n = 1;
+			return 0;
+		}
+		if (!e) {
+			bf_exec_unpin(x, pins);
+			return r;
+		}
+		uint64_t cb = k * x->chunk, ce = cb + bf_centry_size(e);
+		uint64_t a = off > cb ? off : cb, b = off + len < ce ? off + len : ce;
+		pins->e[pins->n] = e;
+		pins->iov[pins->n].iov_base = (char *)bf_centry_data(e) + (a - cb);
+		pins->iov[pins->n].iov_len = (size_t)(b - a);
+		pins->n++;
+	}
+	return 0;
+}
+
+void bf_exec_unpin(struct bf_exec *x, struct bf_exec_pins *pins)
+{
+	for (size_t i = 0; i < pins->n; i++)
+		if (pins->e[i])
+			bf_cache_put(x->cache, pins->e[i]);
+	pins->n = 0;
+}
+
+void bf_exec_pins_free(struct bf_exec_pins *pins)
+{
+	free(pins->e);
+	free(pins->iov);
+	free(pins->buf);
+	memset(pins, 0, sizeof(*pins));
+}
+
+int bf_exec_read(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, void *buf)
+{
+	struct bf_exec_pins p = { 0 };
+	int r = bf_exec_pin(x, shard, off, len, &p);
+	if (!r) {
+		char *o = buf;
+		for (size_t i = 0; i < p.n; i++) {
+			memcpy(o, p.iov[i].iov_base, p.iov[i].iov_len);
+			o += p.iov[i].iov_len;
+		}
+		bf_exec_unpin(x, &p);
+	}
+	bf_exec_pins_free(&p);
+	return r;
 }

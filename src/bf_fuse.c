@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,20 @@ struct fs {
 	struct bf_exec *x;
 	uid_t uid;
 	gid_t gid;
+	const char *mountpoint;
+	unsigned readahead_kb;
+	_Atomic int ra_done;
 };
+
+static void set_readahead(const char *mountpoint, unsigned kb);
+
+/* The kernel caps the mount's read-ahead at the value in FUSE_INIT's reply when it processes it,
+ * so raising it has to wait until INIT is done: the first request after INIT does it. */
+static void after_init(struct fs *f)
+{
+	if (!atomic_exchange(&f->ra_done, 1))
+		set_readahead(f->mountpoint, f->readahead_kb);
+}
 
 static struct fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
 
@@ -63,6 +77,7 @@ static void fill_attr(const struct fs *f, const struct bf_vnode *n, struct stat 
 static void bf_ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *f = fs_of(req);
+	after_init(f);
 	const struct bf_vnode *n = bf_vfs_lookup(f->v, parent, name);
 	if (!n) {
 		/* negative entries are cached too: the tree never changes */
@@ -79,6 +94,7 @@ static void bf_ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	(void)fi;
 	struct fs *f = fs_of(req);
+	after_init(f);
 	const struct bf_vnode *n = bf_vfs_get(f->v, ino);
 	if (!n) {
 		fuse_reply_err(req, ENOENT);
@@ -227,6 +243,30 @@ static char *reply_buffer(size_t size)
 	return b->p;
 }
 
+/* Per-thread pin lists (iovec arrays), kept across requests. */
+static pthread_key_t pins_key;
+
+static void pins_destroy(void *p)
+{
+	bf_exec_pins_free(p);
+	free(p);
+}
+
+static struct bf_exec_pins *thread_pins(void)
+{
+	if (bf_fault_alloc())
+		return NULL;
+	struct bf_exec_pins *p = pthread_getspecific(pins_key);
+	if (!p) {
+		p = calloc(1, sizeof(*p));
+		if (!p || pthread_setspecific(pins_key, p)) {
+			free(p);
+			return NULL;
+		}
+	}
+	return p;
+}
+
 static void bf_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fs *f = fs_of(req);
@@ -246,6 +286,23 @@ static void bf_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		size_t o = (uint64_t)off < n->size ? (size_t)off : (size_t)n->size;
 		size_t l = n->size - o < size ? (size_t)n->size - o : size;
 		fuse_reply_buf(req, n->data + o, l);
+		return;
+	}
+	if (n->kind == BF_V_SHARD) {
+		/* reply straight from the pinned cache chunks: no copy */
+		struct bf_exec_pins *p = thread_pins();
+		uint64_t o = (uint64_t)off;
+		size_t l = o >= n->size ? 0 : (n->size - o < size ? (size_t)(n->size - o) : size);
+		int r = p ? bf_exec_pin(f->x, n->shard, o, l, p) : -ENOMEM;
+		if (r) {
+			fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
+			return;
+		}
+		if (p->n)
+			fuse_reply_iov(req, p->iov, (int)p->n);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		bf_exec_unpin(f->x, p);
 		return;
 	}
 	char *buf = reply_buffer(size);
@@ -436,6 +493,8 @@ static int mount_devnum(const char *mountpoint, unsigned *maj, unsigned *min)
 
 static void set_readahead(const char *mountpoint, unsigned kb)
 {
+	if (!mountpoint)
+		return;
 	unsigned maj, min;
 	if (!kb || geteuid() != 0)
 		return;
@@ -518,7 +577,8 @@ static void remove_signals(void)
 
 int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts *o)
 {
-	struct fs f = { .v = v, .x = x, .uid = getuid(), .gid = getgid() };
+	struct fs f = { .v = v, .x = x, .uid = getuid(), .gid = getgid(), .mountpoint = o->mountpoint,
+			.readahead_kb = o->readahead_kb };
 	char *opts = bf_xasprintf("ro,default_permissions,fsname=blendfs,subtype=blendfs,auto_unmount%s%s",
 				  o->fuse_opts && *o->fuse_opts ? "," : "", o->fuse_opts ? o->fuse_opts : "");
 	char a0[] = "blendfs", a1[] = "-o", a3[] = "-d";
@@ -529,6 +589,7 @@ int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts 
 	int ret = 1;
 
 	pthread_key_create(&buf_key, rbuf_free);
+	pthread_key_create(&pins_key, pins_destroy);
 	se = fuse_session_new(&args, &bf_ll_ops, sizeof(bf_ll_ops), &f);
 	if (!se) {
 		bf_error("cannot create the FUSE session (bad -o option?)");
@@ -542,7 +603,6 @@ int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts 
 		bf_error("cannot mount on %s (is /dev/fuse there, and fusermount3 installed?)", o->mountpoint);
 		goto out_signals;
 	}
-	set_readahead(o->mountpoint, o->readahead_kb);
 	bf_info("mounted %s on %s", v->plan->recipe->path, o->mountpoint);
 	if (!o->foreground) {
 		/* after this only the daemon runs; its stderr is /dev/null */
@@ -553,11 +613,14 @@ int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts 
 		}
 		bf_log_to_stderr(false);
 	}
+	if (bf_exec_start_prefetch(x))
+		bf_warn("cannot start the prefetch thread; reads are computed on demand only");
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		goto out_unmount;
 	fuse_loop_cfg_set_max_threads(cfg, o->max_threads ? o->max_threads : 16);
-	fuse_loop_cfg_set_idle_threads(cfg, 8);
+	/* idle workers stay: a new thread would fault in fresh scratch and reply buffers */
+	fuse_loop_cfg_set_idle_threads(cfg, o->max_threads ? o->max_threads : 16);
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	ret = fuse_session_loop_mt(se, cfg) ? 1 : 0;
 	fuse_loop_cfg_destroy(cfg);

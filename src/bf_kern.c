@@ -5,6 +5,7 @@
 #include "bf_config.h"
 #include "bf_dtype.h"
 #include "bf_kern.h"
+#include "bf_rng.h"
 
 static void ref_bf16_to_f32(const void *src, float *dst, size_t n)
 {
@@ -80,12 +81,113 @@ static void ref_lin2(float *out, const float *a, float wa, const float *b, float
 		out[i] = a[i] * wa + b[i] * wb;
 }
 
+static inline float ld_bf16(const uint16_t *p)
+{
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return bf_bf16_to_f32(h);
+}
+
+static inline void st_bf16(uint16_t *p, float f)
+{
+	uint16_t h = bf_f32_to_bf16(f);
+	memcpy(p, &h, 2);
+}
+
+static void ref_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
+			  size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float acc = ld_bf16(x[0] + e) * w[0];
+		for (int i = 1; i < k; i++)
+			acc = acc + ld_bf16(x[i] + e) * w[i];
+		if (use_div)
+			acc = acc / div;
+		st_bf16(out + e, acc);
+	}
+}
+
+static void ref_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+			int use_den, float lam, int use_lam, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float be = ld_bf16(b + e);
+		float acc = (ld_bf16(x[0] + e) - be) * w[0];
+		for (int i = 1; i < k; i++)
+			acc = acc + (ld_bf16(x[i] + e) - be) * w[i];
+		if (use_den)
+			acc = acc / den;
+		if (use_lam)
+			acc = acc * lam;
+		st_bf16(out + e, acc + be);
+	}
+}
+
+static inline float sgnf(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
+
+static void ref_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			  size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float vote = 0.0f;
+		for (int i = 0; i < k; i++)
+			vote = vote + (count ? sgnf(D[(size_t)i * stride + e]) : D[(size_t)i * stride + e]);
+		float s = vote >= 0.0f ? 1.0f : -1.0f, acc = 0.0f, dn = 0.0f;
+		for (int i = 0; i < k; i++) {
+			float d = D[(size_t)i * stride + e];
+			float keep = sgnf(d) == s ? 1.0f : 0.0f;
+			acc = acc + d * keep;
+			dn = dn + w[i] * keep;
+		}
+		out[e] = acc;
+		den[e] = dn;
+	}
+}
+
+static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		uint32_t u;
+		memcpy(&u, &d[e], 4);
+		uint32_t key = ~(u & 0x7fffffffu);
+		mask[e] = key < tk || (key == tk && e0 + e < ti) ? 1.0f : 0.0f;
+	}
+}
+
+static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out)
+{
+	uint64_t i = index0;
+	size_t j = 0;
+	while (j < n) {
+		uint32_t w[4];
+		const uint32_t ctr[4] = { (uint32_t)(i >> 2), (uint32_t)(i >> 34), name_lo, name_hi };
+		bf_philox4x32_10(ctr, key, w);
+		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++)
+			out[j] = (float)(w[lane] >> 8) * 0x1p-24f;
+	}
+}
+
+static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			double a[4] = { 0, 0, 0, 0 };
+			for (size_t e = 0; e < n; e++)
+				a[e & 3] = a[e & 3] + (double)v[i][e] * (double)v[j][e];
+			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+		}
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = ref_bf16_to_f32, .f32_to_bf16 = ref_f32_to_bf16,
 	.f16_to_f32 = ref_f16_to_f32, .f32_to_f16 = ref_f32_to_f16,
 	.scale = ref_scale, .axpy = ref_axpy, .div = ref_div, .sub = ref_sub, .add = ref_add,
 	.lin2 = ref_lin2,
+	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
+	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
+	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

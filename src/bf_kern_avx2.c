@@ -1,6 +1,7 @@
 /* bf_kern_avx2.c: AVX2 + F16C variants of the bf_kern primitives. Built with -mavx2 -mf16c
  * (never -mfma: a fused multiply-add rounds once where the reference rounds twice), selected at
  * run time only on CPUs that have both. Each loop ends with the reference for its tail. */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -130,17 +131,214 @@ static void v_lin2(float *out, const float *a, float wa, const float *b, float w
 	bf_kern_ref.lin2(out + i, a + i, wa, b + i, wb, n - i);
 }
 
+static inline __m256 ld8_bf16(const uint16_t *p)
+{
+	__m128i h = _mm_loadu_si128((const __m128i *)p);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static void v_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
+			size_t n)
+{
+	__m256 vd = _mm256_set1_ps(div);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 acc = _mm256_mul_ps(ld8_bf16(x[0] + e), _mm256_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(ld8_bf16(x[i] + e), _mm256_set1_ps(w[i])));
+		if (use_div)
+			acc = _mm256_div_ps(acc, vd);
+		_mm_storeu_si128((__m128i *)(out + e), cvt8_bf16(acc));
+	}
+	if (e < n) {
+		const uint16_t *xt[64]; /* k <= 64: callers use the fused kernels only up to 64 inputs */
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		bf_kern_ref.wsum_bf16(out + e, xt, w, k, div, use_div, n - e);
+	}
+}
+
+static void v_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+		      int use_den, float lam, int use_lam, size_t n)
+{
+	__m256 vd = _mm256_set1_ps(den), vl = _mm256_set1_ps(lam);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 be = ld8_bf16(b + e);
+		__m256 acc = _mm256_mul_ps(_mm256_sub_ps(ld8_bf16(x[0] + e), be), _mm256_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_sub_ps(ld8_bf16(x[i] + e), be), _mm256_set1_ps(w[i])));
+		if (use_den)
+			acc = _mm256_div_ps(acc, vd);
+		if (use_lam)
+			acc = _mm256_mul_ps(acc, vl);
+		_mm_storeu_si128((__m128i *)(out + e), cvt8_bf16(_mm256_add_ps(acc, be)));
+	}
+	if (e < n) {
+		const uint16_t *xt[64];
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		bf_kern_ref.ta_bf16(out + e, b + e, xt, w, k, den, use_den, lam, use_lam, n - e);
+	}
+}
+
+/* sign as -1/0/+1 floats; NaN -> 0 like the reference */
+static inline __m256 sgn8(__m256 x)
+{
+	__m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	__m256 pos = _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GT_OQ), one);
+	__m256 neg = _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_LT_OQ), one);
+	return _mm256_sub_ps(pos, neg);
+}
+
+static void v_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			size_t n)
+{
+	__m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps(), mone = _mm256_set1_ps(-1.0f);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 vote = zero;
+		for (int i = 0; i < k; i++) {
+			__m256 d = _mm256_loadu_ps(D + (size_t)i * stride + e);
+			vote = _mm256_add_ps(vote, count ? sgn8(d) : d);
+		}
+		__m256 s = _mm256_blendv_ps(mone, one, _mm256_cmp_ps(vote, zero, _CMP_GE_OQ));
+		__m256 acc = zero, dn = zero;
+		for (int i = 0; i < k; i++) {
+			__m256 d = _mm256_loadu_ps(D + (size_t)i * stride + e);
+			__m256 keep = _mm256_and_ps(_mm256_cmp_ps(sgn8(d), s, _CMP_EQ_OQ), one);
+			acc = _mm256_add_ps(acc, _mm256_mul_ps(d, keep));
+			dn = _mm256_add_ps(dn, _mm256_mul_ps(_mm256_set1_ps(w[i]), keep));
+		}
+		_mm256_storeu_ps(out + e, acc);
+		_mm256_storeu_ps(den + e, dn);
+	}
+	if (e < n)
+		bf_kern_ref.consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
+}
+
+static void v_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+{
+	/* unsigned compares through the sign flip; the index test becomes e < lim within the block */
+	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
+	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
+	__m256i flip = _mm256_set1_epi32((int)0x80000000u), absm = _mm256_set1_epi32(0x7fffffff);
+	__m256i vtk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), flip), vtk_raw = _mm256_set1_epi32((int)tk);
+	__m256i vlim = _mm256_set1_epi32(lim), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256 one = _mm256_set1_ps(1.0f);
+	size_t e = 0;
+	if (n <= 0x7fffffffu)
+		for (; e + 8 <= n; e += 8) {
+			__m256i u = _mm256_castps_si256(_mm256_loadu_ps(d + e));
+			__m256i key = _mm256_xor_si256(_mm256_and_si256(u, absm), _mm256_set1_epi32(-1));
+			__m256i lt = _mm256_cmpgt_epi32(vtk, _mm256_xor_si256(key, flip));
+			__m256i eq = _mm256_cmpeq_epi32(key, vtk_raw);
+			__m256i early = _mm256_cmpgt_epi32(vlim, idx);
+			__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, early));
+			_mm256_storeu_ps(mask + e, _mm256_and_ps(_mm256_castsi256_ps(keep), one));
+			idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
+		}
+	if (e < n)
+		bf_kern_ref.topk_mask(mask + e, d + e, tk, ti, e0 + e, n - e);
+}
+
+/* 32x32 -> 64 multiply of 8 lanes by a constant: high and low halves */
+static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo)
+{
+	__m256i even = _mm256_mul_epu32(a, m);
+	__m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+	*lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+	*hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+/* Philox4x32-10 for 8 counters at once (32 uniforms); exactly bf_philox4x32_10 per lane */
+static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			     float *out)
+{
+	size_t j = 0;
+	uint64_t i = index0;
+	/* scalar up to a group boundary */
+	size_t head = (size_t)((4 - (i & 3)) & 3);
+	if (head > n)
+		head = n;
+	if (head) {
+		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, head, out);
+		j += head;
+		i += head;
+	}
+	const __m256i M0 = _mm256_set1_epi32((int)0xD2511F53u), M1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+	for (; j + 32 <= n; j += 32, i += 32) {
+		uint64_t g = i >> 2;
+		uint32_t lo[8], hi_[8];
+		for (int l = 0; l < 8; l++) {
+			lo[l] = (uint32_t)(g + (uint64_t)l);
+			hi_[l] = (uint32_t)((g + (uint64_t)l) >> 32);
+		}
+		__m256i c0 = _mm256_loadu_si256((const __m256i *)lo), c1 = _mm256_loadu_si256((const __m256i *)hi_);
+		__m256i c2 = _mm256_set1_epi32((int)name_lo), c3 = _mm256_set1_epi32((int)name_hi);
+		uint32_t k0 = key[0], k1 = key[1];
+		for (int r = 0; r < 10; r++) {
+			__m256i h0, l0, h1, l1;
+			mulhilo8(c0, M0, &h0, &l0);
+			mulhilo8(c2, M1, &h1, &l1);
+			__m256i n0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32((int)k0));
+			__m256i n2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32((int)k1));
+			c0 = n0;
+			c1 = l1;
+			c2 = n2;
+			c3 = l0;
+			k0 += 0x9E3779B9u;
+			k1 += 0xBB67AE85u;
+		}
+		const __m256 scale = _mm256_set1_ps(0x1p-24f);
+		float w[4][8];
+		_mm256_storeu_ps(w[0], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 8)), scale));
+		_mm256_storeu_ps(w[1], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c1, 8)), scale));
+		_mm256_storeu_ps(w[2], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c2, 8)), scale));
+		_mm256_storeu_ps(w[3], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c3, 8)), scale));
+		for (int l = 0; l < 8; l++)
+			for (int q = 0; q < 4; q++)
+				out[j + 4 * (size_t)l + (size_t)q] = w[q][l];
+	}
+	if (j < n)
+		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
+}
+
+static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			__m256d acc = _mm256_setzero_pd();
+			size_t e = 0;
+			for (; e + 4 <= n; e += 4) {
+				__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v[i] + e)), y = _mm256_cvtps_pd(_mm_loadu_ps(v[j] + e));
+				acc = _mm256_add_pd(acc, _mm256_mul_pd(x, y));
+			}
+			double a[4];
+			_mm256_storeu_pd(a, acc);
+			for (; e < n; e++)
+				a[e & 3] = a[e & 3] + (double)v[i][e] * (double)v[j][e];
+			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+		}
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
 	.f16_to_f32 = v_f16_to_f32, .f32_to_f16 = v_f32_to_f16,
 	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
+	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
+	.consensus = v_consensus, .topk_mask = v_topk_mask,
+	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64,
 };
 
+/* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the
+ * builtin, which also checks that the OS saves the YMM registers. */
 const struct bf_kern *bf_kern_avx2(void)
 {
+	unsigned a, b, c, d;
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
-		return &kern_avx2;
-	return NULL;
+	if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C))
+		return NULL;
+	return &kern_avx2;
 }

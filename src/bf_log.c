@@ -57,6 +57,7 @@ int bf_log_to_file(const char *path)
 	return 0;
 }
 
+static void vlog(enum bf_log_level lvl, const char *fmt, va_list ap) BF_PRINTF(2, 0);
 static void vlog(enum bf_log_level lvl, const char *fmt, va_list ap)
 {
 	char msg[4096];

@@ -29,6 +29,7 @@
 #include <xxhash.h>
 
 #include "bf_common.h"
+#include "bf_kern.h"
 #include "bf_rng.h"
 
 #define PHILOX_M0 UINT32_C(0xD2511F53)
@@ -94,15 +95,7 @@ uint32_t bf_rng_u32(const struct bf_rng *r, uint64_t index)
 
 void bf_rng_uniform_block(const struct bf_rng *r, uint64_t index0, size_t n, float *out)
 {
-	/* Walk the index exactly as the per-element path would, including its unsigned wrap past
-	 * UINT64_MAX, but run Philox once per group of four. The expression that turns a word into a
-	 * float is the one in bf_rng_uniform(), so both paths give the same bits. */
-	uint64_t i = index0;
-	size_t j = 0;
-	while (j < n) {
-		uint32_t w[4];
-		rng_block(r, i >> 2, w);
-		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++)
-			out[j] = (float)(w[lane] >> 8) * 0x1p-24f;
-	}
+	/* the selected bf_kern variant (AVX2: 8 counters per step); every variant is checked
+	 * against the per-element path in test_rng.c and test_kern.c */
+	bf_kern->philox_uniform(r->key, r->name_lo, r->name_hi, index0, n, out);
 }

@@ -1,7 +1,35 @@
-/* bf_select.c: radix rank selection (see bf_select.h). */
+/* bf_select.c: exact rank selection (see bf_select.h).
+ *
+ * Two strategies, chosen by the data:
+ *
+ *   direct (the common case): the difference of two bf16 numbers of similar size is a small
+ *   integer times an ulp, so its f32 bits have few significant mantissa bits: the low 14 bits of
+ *   every key are the same (zero, or all ones for descending keys), and so is the top bit. Pass 0
+ *   then counts keys exactly in a direct 2^17-entry table indexed by bits 30..14 (512 KiB, no
+ *   hashing), and the key of rank R follows without another pass.
+ *
+ *   radix (fallback, e.g. float32 sources): the first key that breaks that pattern ends pass 0
+ *   (the caller may stop streaming); counting restarts with a 16-bit radix histogram, and the
+ *   next pass narrows the low 16 bits.
+ *
+ * Either way a last pass finds the index of the need-th element equal to the selected key, in
+ * index order (the stable tie-break), stopping as soon as it has it; it is skipped when no tie
+ * needs breaking or when only the key is wanted (quantiles).
+ */
 #include <stdlib.h>
 
 #include "bf_select.h"
+
+#define DIRECT_BITS 17
+#define DIRECT_SHIFT 14
+
+enum { P_MAP = 0, P_RADIX_HI = 1, P_RADIX_LO = 2, P_TIE = 3, P_DONE = 4 };
+
+struct bf_select_map {
+	uint64_t counts[1u << DIRECT_BITS];
+	uint32_t sig;             /* top bit and low 14 bits shared by every key so far */
+	bool have_sig;
+};
 
 int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 {
@@ -9,39 +37,68 @@ int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 	s->rank = rank;
 	if (rank >= total) {
 		s->thr_key = 1ull << 32; /* every element is below */
-		s->pass = 3;
+		s->pass = P_DONE;
 		return 0;
 	}
-	s->hist = calloc(65536, sizeof(uint64_t));
-	return s->hist ? 0 : -1;
+	s->map = calloc(1, sizeof(*s->map));
+	if (!s->map)
+		return -1;
+	s->pass = P_MAP;
+	return 0;
 }
 
 void bf_select_free(struct bf_select *s)
 {
 	free(s->hist);
+	free(s->map);
 	s->hist = NULL;
+	s->map = NULL;
+}
+
+#define SIG_MASK (0x80000000u | ((1u << DIRECT_SHIFT) - 1))
+
+/* Count keys directly; false when a key does not fit the pattern (switch to radix). */
+static bool map_feed(struct bf_select_map *m, const uint32_t *keys, size_t n)
+{
+	if (!n)
+		return true;
+	if (!m->have_sig) {
+		m->sig = keys[0] & SIG_MASK;
+		m->have_sig = true;
+	}
+	uint32_t sig = m->sig, bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t k = keys[i];
+		bad |= (k & SIG_MASK) ^ sig;
+		m->counts[(k >> DIRECT_SHIFT) & ((1u << DIRECT_BITS) - 1)]++;
+	}
+	return bad == 0;
 }
 
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
 {
 	switch (s->pass) {
-	case 0:
+	case P_MAP:
+		if (!s->overflow && !map_feed(s->map, keys, n))
+			s->overflow = true;
+		break;
+	case P_RADIX_HI:
 		for (size_t i = 0; i < n; i++)
 			s->hist[keys[i] >> 16]++;
 		break;
-	case 1:
+	case P_RADIX_LO:
 		for (size_t i = 0; i < n; i++)
 			if ((keys[i] >> 16) == s->hi)
 				s->hist[keys[i] & 0xffffu]++;
 		break;
-	case 2:
+	case P_TIE:
 		/* the need-th (0-based) element with key == s->key, in index order */
-		for (size_t i = 0; i < n && s->pass == 2; i++)
+		for (size_t i = 0; i < n && s->pass == P_TIE; i++)
 			if (keys[i] == s->key) {
 				if (s->need == 0) {
 					s->thr_key = s->key;
 					s->thr_idx = idx0 + i;
-					s->pass = 3;
+					s->pass = P_DONE;
 				} else {
 					s->need--;
 				}
@@ -52,10 +109,49 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 	}
 }
 
+/* The key was found; decide whether a tie pass is needed. */
+static void key_found(struct bf_select *s, uint64_t count_of_key)
+{
+	s->thr_key = s->key;
+	if (s->need == 0 || s->value_only) {
+		/* rank < R <=> key < k*, or: only the key's value was wanted */
+		s->thr_idx = 0;
+		s->pass = P_DONE;
+	} else {
+		(void)count_of_key;
+		s->pass = P_TIE;
+	}
+}
+
 void bf_select_next_pass(struct bf_select *s)
 {
-	if (s->pass == 0 || s->pass == 1) {
-		uint64_t want = s->pass == 0 ? s->rank : s->need, acc = 0;
+	if (s->pass == P_MAP) {
+		if (s->overflow) {
+			/* too many distinct values: count again with the radix histogram */
+			free(s->map);
+			s->map = NULL;
+			s->hist = calloc(65536, sizeof(uint64_t));
+			s->pass = s->hist ? P_RADIX_HI : P_DONE; /* P_DONE + no key: caller sees alloc failure */
+			s->failed = !s->hist;
+			return;
+		}
+		struct bf_select_map *m = s->map;
+		uint64_t acc = 0;
+		for (uint32_t b = 0; b < (1u << DIRECT_BITS); b++) {
+			if (acc + m->counts[b] > s->rank) {
+				s->key = (m->sig & 0x80000000u) | (b << DIRECT_SHIFT) | (m->sig & ((1u << DIRECT_SHIFT) - 1));
+				s->need = s->rank - acc;
+				key_found(s, m->counts[b]);
+				break;
+			}
+			acc += m->counts[b];
+		}
+		free(s->map);
+		s->map = NULL;
+		return;
+	}
+	if (s->pass == P_RADIX_HI || s->pass == P_RADIX_LO) {
+		uint64_t want = s->pass == P_RADIX_HI ? s->rank : s->need, acc = 0;
 		uint32_t b = 0;
 		for (b = 0; b < 65536; b++) {
 			if (acc + s->hist[b] > want)
@@ -63,16 +159,17 @@ void bf_select_next_pass(struct bf_select *s)
 			acc += s->hist[b];
 		}
 		/* b < 65536 because rank < total */
-		if (s->pass == 0)
-			s->hi = b;
-		else
-			s->key = (s->hi << 16) | b;
 		s->need = want - acc;
-		memset(s->hist, 0, 65536 * sizeof(uint64_t));
-		s->pass++;
-		if (s->pass == 2) {
+		if (s->pass == P_RADIX_HI) {
+			s->hi = b;
+			memset(s->hist, 0, 65536 * sizeof(uint64_t));
+			s->pass = P_RADIX_LO;
+		} else {
+			s->key = (s->hi << 16) | b;
+			uint64_t cnt = s->hist[b];
 			free(s->hist);
 			s->hist = NULL;
+			key_found(s, cnt);
 		}
 	}
 }

@@ -73,7 +73,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 /* Options shared by mount, merge and check. Returns 1 if handled, 0 if not ours, -1 on error. */
 enum {
 	OPT_CACHE = 256, OPT_CHUNK, OPT_SHARD, OPT_THREADS, OPT_SEED, OPT_LOGLEVEL, OPT_LOGFILE,
-	OPT_READAHEAD, OPT_NOSYNC, OPT_FORCE, OPT_FUSE_THREADS,
+	OPT_READAHEAD, OPT_NOSYNC, OPT_FORCE, OPT_FUSE_THREADS, OPT_PREFETCH,
 };
 
 static int parse_common(const char *cmd, int opt, const char *arg, struct common_opts *c)
@@ -86,8 +86,8 @@ static int parse_common(const char *cmd, int opt, const char *arg, struct common
 		c->cache_bytes = v;
 		return 1;
 	case OPT_CHUNK:
-		if (bf_parse_size(arg, &v) || v < 1024 || v > (1ull << 30))
-			return usage_error(cmd, "--chunk-size: '%s' is not a size between 1K and 1G", arg), -1;
+		if (bf_parse_size(arg, &v) || v < 1024 || v > (1ull << 30) || v % 8)
+			return usage_error(cmd, "--chunk-size: '%s' is not a size between 1K and 1G (a multiple of 8)", arg), -1;
 		c->chunk_bytes = v;
 		return 1;
 	case OPT_SHARD:
@@ -177,6 +177,7 @@ static const char mount_help[] =
 	"      --shard-size SIZE bytes per output shard (default 5e9, as mergekit; 0 = one file)\n"
 	"      --seed N          seed for random methods (overrides the recipe's random_seed)\n"
 	"      --readahead-kb N  set the mount's read-ahead when root (default 1024; 0 = leave)\n"
+	"      --prefetch N      threads computing ahead of sequential readers (default 1; 0 = off)\n"
 	"      --log-level L     error | warn | info | debug (default info)\n"
 	"      --log-file PATH   also log to PATH (a daemonised mount logs to syslog)\n"
 	"  -d, --debug           trace FUSE requests (implies -f)\n";
@@ -191,9 +192,11 @@ static int cmd_mount(int argc, char **argv)
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "readahead-kb", required_argument, NULL, OPT_READAHEAD },
+		{ "prefetch", required_argument, NULL, OPT_PREFETCH },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *fuse_opts = NULL;
+	unsigned prefetch = 1;
 	int opt;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "+fdo:h", longopts, NULL)) != -1) {
@@ -221,6 +224,16 @@ static int cmd_mount(int argc, char **argv)
 				return usage_error("mount", "--readahead-kb: '%s' is not a number of KiB", optarg);
 			}
 			fo.readahead_kb = (unsigned)n;
+			break;
+		}
+		case OPT_PREFETCH: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || n > 64) {
+				free(fuse_opts);
+				return usage_error("mount", "--prefetch: '%s' is not a number from 0 to 64", optarg);
+			}
+			prefetch = (unsigned)n;
 			break;
 		}
 		case 'h':
@@ -281,7 +294,8 @@ static int cmd_mount(int argc, char **argv)
 				goto out_plan;
 			}
 	}
-	struct bf_exec_opts eo = { .cache_bytes = c.cache_bytes, .chunk_bytes = c.chunk_bytes, .threads = 0 };
+	struct bf_exec_opts eo = { .cache_bytes = c.cache_bytes, .chunk_bytes = c.chunk_bytes,
+				   .prefetch_threads = prefetch };
 	if (bf_exec_new(plan, &eo, &x, &err)) {
 		fprintf(stderr, "blendfs: %s\n", err.msg);
 		ret = EXIT_SYSTEM;
@@ -344,12 +358,11 @@ struct merge_job {
 	struct bf_exec *x;
 	const struct bf_plan *p;
 	int *fds;                  /* per shard */
-	_Atomic size_t next;       /* next tensor (save order) */
+	_Atomic size_t next;       /* next chunk, counted over all shards */
 	_Atomic int failed;
 	char errmsg[512];
 	pthread_mutex_t lock;
 	_Atomic uint64_t done_bytes;
-	_Atomic size_t done_tensors;
 	_Atomic int finished;
 };
 
@@ -358,50 +371,50 @@ struct merge_job {
 static void *merge_worker(void *arg)
 {
 	struct merge_job *j = arg;
-	char *buf = malloc(MERGE_PIECE);
+	uint64_t C = bf_exec_chunk_bytes(j->x);
+	char *buf = malloc(C);
 	if (!buf) {
 		atomic_store(&j->failed, ENOMEM);
 		return NULL;
 	}
 	for (;;) {
-		size_t ti = atomic_fetch_add(&j->next, 1);
-		if (ti >= j->p->n_tensors || atomic_load(&j->failed))
-			break;
-		const struct bf_otensor *t = &j->p->tensors[ti];
-		for (uint64_t o = 0; o < t->nbytes; o += MERGE_PIECE) {
-			size_t n = (size_t)(t->nbytes - o < MERGE_PIECE ? t->nbytes - o : MERGE_PIECE);
-			int r = bf_exec_read(j->x, t->shard, t->file_off + o, n, buf);
-			if (r) {
-				pthread_mutex_lock(&j->lock);
-				if (!j->errmsg[0])
-					snprintf(j->errmsg, sizeof(j->errmsg), "computing tensor %s failed: %s", t->name,
-						 strerror(-r));
-				pthread_mutex_unlock(&j->lock);
-				atomic_store(&j->failed, -r);
-				goto out;
-			}
-			size_t w = 0;
-			while (w < n) {
-				ssize_t k = pwrite(j->fds[t->shard], buf + w, n - w, (off_t)(t->file_off + o + w));
-				if (k < 0 && errno == EINTR)
-					continue;
-				if (k <= 0) {
-					int e = k < 0 ? errno : EIO;
-					pthread_mutex_lock(&j->lock);
-					if (!j->errmsg[0])
-						snprintf(j->errmsg, sizeof(j->errmsg), "writing %s failed: %s",
-							 j->p->shards[t->shard].name, strerror(e));
-					pthread_mutex_unlock(&j->lock);
-					atomic_store(&j->failed, e);
-					goto out;
-				}
-				w += (size_t)k;
-			}
-			atomic_fetch_add(&j->done_bytes, n);
+		/* the next (shard, chunk) in file order over all shards */
+		size_t idx = atomic_fetch_add(&j->next, 1);
+		uint32_t s = 0;
+		uint64_t k = idx;
+		while (s < j->p->n_shards) {
+			uint64_t nk = (j->p->shards[s].size + C - 1) / C;
+			if (k < nk)
+				break;
+			k -= nk;
+			s++;
 		}
-		atomic_fetch_add(&j->done_tensors, 1);
+		if (s >= j->p->n_shards || atomic_load(&j->failed))
+			break;
+		long n = bf_exec_compute_chunk(j->x, s, k, buf);
+		int e = n < 0 ? (int)-n : 0;
+		const char *what = "computing";
+		for (long w = 0; !e && w < n;) {
+			ssize_t r = pwrite(j->fds[s], buf + w, (size_t)(n - w), (off_t)(k * C + (uint64_t)w));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				e = r < 0 ? errno : EIO;
+				what = "writing";
+			}
+			w += r > 0 ? r : 0;
+		}
+		if (e) {
+			pthread_mutex_lock(&j->lock);
+			if (!j->errmsg[0])
+				snprintf(j->errmsg, sizeof(j->errmsg), "%s %s failed: %s", what, j->p->shards[s].name,
+					 strerror(e));
+			pthread_mutex_unlock(&j->lock);
+			atomic_store(&j->failed, e);
+			break;
+		}
+		atomic_fetch_add(&j->done_bytes, (uint64_t)n);
 	}
-out:
 	free(buf);
 	return NULL;
 }
@@ -427,7 +440,6 @@ static void *merge_progress(void *arg)
 	for (;;) {
 		bool fin = atomic_load(&j->finished);
 		uint64_t done = atomic_load(&j->done_bytes);
-		size_t nt = atomic_load(&j->done_tensors);
 		double secs = (double)(bf_now_ns() - t0) / 1e9, rate = secs > 0 ? (double)done / secs : 0;
 		double eta = rate > 0 ? (double)(total - done) / rate : 0;
 		int pct = (int)(100.0 * (double)done / (double)total);
@@ -441,14 +453,12 @@ static void *merge_progress(void *arg)
 			for (int i = 0; i < 30; i++)
 				bar[i] = i < fill ? '#' : '-';
 			bar[30] = 0;
-			fprintf(stderr, "\rmerge [%s] %3d%%  %zu/%zu tensors  %s/%s  %s  ETA %.0fs   ", bar, pct, nt,
-				j->p->n_tensors, d, tot, r, eta);
+			fprintf(stderr, "\rmerge [%s] %3d%%  %s/%s  %s  ETA %.0fs   ", bar, pct, d, tot, r, eta);
 			if (fin)
 				fputc('\n', stderr);
 		} else if (pct / 10 > last_decile || fin) {
 			last_decile = pct / 10;
-			fprintf(stderr, "blendfs: merge %d%% (%zu/%zu tensors, %s of %s, %s)\n", pct, nt, j->p->n_tensors,
-				d, tot, r);
+			fprintf(stderr, "blendfs: merge %d%% (%s of %s, %s)\n", pct, d, tot, r);
 		}
 		if (fin)
 			break;
@@ -571,7 +581,7 @@ static int cmd_merge(int argc, char **argv)
 			goto out_vfs;
 		}
 	}
-	struct bf_exec_opts eo = { .cache_bytes = c.cache_bytes, .chunk_bytes = c.chunk_bytes, .threads = c.threads };
+	struct bf_exec_opts eo = { .cache_bytes = c.cache_bytes, .chunk_bytes = c.chunk_bytes };
 	if (bf_exec_new(plan, &eo, &x, &err)) {
 		fprintf(stderr, "blendfs: %s\n", err.msg);
 		ret = EXIT_SYSTEM;
@@ -602,8 +612,7 @@ static int cmd_merge(int argc, char **argv)
 			close(fd);
 		} else {
 			const struct bf_oshard *sh = &plan->shards[n->shard];
-			if (ftruncate(fd, (off_t)sh->size) || pwrite(fd, sh->header, sh->header_len, 0) !=
-								      (ssize_t)sh->header_len) {
+			if (ftruncate(fd, (off_t)sh->size)) {
 				fprintf(stderr, "blendfs: writing %s/%s failed: %s\n", outdir, n->name, strerror(errno));
 				ret = EXIT_SYSTEM;
 				close(fd);

@@ -108,26 +108,41 @@ struct gta_stats {
  * Masks
  */
 
-/* DELLA: 1-based ascending ranks of |d| within one row (stable), into rank[0..L). */
-static int cmp_absidx(const void *a, const void *b, void *ctx)
+/* DELLA keep probabilities of one row: each element's rank in the stable ascending order of |d|
+ * (equal magnitudes in index order), mapped linearly from density - eps (smallest) to
+ * density + eps (largest). The ranking is a least-significant-digit radix sort of the f32 bits
+ * of |d| by bytes (stable, so ties keep index order), skipping bytes all keys share: O(L) per
+ * row, where a comparison sort was the bottleneck of the whole method.
+ * scratch: 3 * L uint32. */
+static void della_probs(const float *d, size_t L, float density, float eps, float *p, uint32_t *scratch)
 {
-	const float *v = ctx;
-	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-	uint32_t ki = bf_key_abs_asc(v[i]), kj = bf_key_abs_asc(v[j]);
-	if (ki != kj)
-		return ki < kj ? -1 : 1;
-	return i < j ? -1 : i > j;
-}
-
-static void della_probs(const float *d, size_t L, float density, float eps, float *p, uint32_t *perm)
-{
-	for (uint32_t i = 0; i < L; i++)
-		perm[i] = i;
-	qsort_r(perm, L, sizeof(uint32_t), cmp_absidx, (void *)d);
+	uint32_t *key = scratch, *a = scratch + L, *b = scratch + 2 * L;
+	for (size_t i = 0; i < L; i++) {
+		key[i] = bf_key_abs_asc(d[i]);
+		a[i] = (uint32_t)i;
+	}
+	for (unsigned shift = 0; shift < 32; shift += 8) {
+		size_t cnt[256] = { 0 };
+		for (size_t i = 0; i < L; i++)
+			cnt[(key[a[i]] >> shift) & 0xff]++;
+		if (cnt[(key[a[0]] >> shift) & 0xff] == L)
+			continue; /* every key has this byte: the pass would not move anything */
+		size_t pos = 0;
+		for (unsigned v = 0; v < 256; v++) {
+			size_t c = cnt[v];
+			cnt[v] = pos;
+			pos += c;
+		}
+		for (size_t i = 0; i < L; i++)
+			b[cnt[(key[a[i]] >> shift) & 0xff]++] = a[i];
+		uint32_t *t = a;
+		a = b;
+		b = t;
+	}
 	float lo = density - eps, span = 2.0f * eps;
-	for (uint32_t r = 0; r < L; r++) {
+	for (size_t r = 0; r < L; r++) {
 		float rn = L > 1 ? (float)r / (float)(L - 1) : 0.0f;
-		p[perm[r]] = lo + span * rn;
+		p[a[r]] = lo + span * rn;
 	}
 }
 
@@ -146,10 +161,16 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 		return 0;
 	}
 	switch (st->cfg->sp) {
-	case SP_MAGNITUDE:
-		for (size_t e = 0; e < n; e++)
-			mask[e] = bf_select_below(&m->hi, bf_key_abs_desc(d[e]), e0 + e) ? 1.0f : 0.0f;
+	case SP_MAGNITUDE: {
+		/* keep the top k: (key, index) below the selected pair */
+		if (m->hi.thr_key >> 32) {
+			for (size_t e = 0; e < n; e++)
+				mask[e] = 1.0f;
+			break;
+		}
+		bf_kern->topk_mask(mask, d, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, n);
 		break;
+	}
 	case SP_OUTLIERS:
 		for (size_t e = 0; e < n; e++) {
 			uint32_t k = bf_key_abs_asc(d[e]);
@@ -168,10 +189,10 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 	case SP_DELLA: {
 		uint64_t L = st->row_len;
 		float *u = bf_scratch(2, n * sizeof(float));
-		uint32_t *perm = bf_scratch(3, L * (sizeof(uint32_t) + sizeof(float)));
+		uint32_t *perm = bf_scratch(3, L * (3 * sizeof(uint32_t) + sizeof(float)));
 		if (!u || !perm)
 			return -ENOMEM;
-		float *p = (float *)(perm + L);
+		float *p = (float *)(perm + 3 * L);
 		bf_rng_uniform_block(&m->rng, e0, n, u);
 		for (size_t r = 0; r < n; r += L) {
 			della_probs(d + r, L, m->density, m->eps, p, perm);
@@ -204,21 +225,25 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	uint32_t *keys = bf_scratch(1, n * sizeof(uint32_t));
 	if (!d || !keys)
 		return -ENOMEM;
+	bool busy = false;
 	for (uint32_t i = 0; i < st->n; i++) {
 		struct gta_model *m = &st->m[i];
-		for (size_t e = 0; e < n; e++)
-			d[e] = in[i + 1][e] - in[0][e];
 		if (ps->kind == 0) {
-			if (!m->sparse || m->none)
+			if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
 				continue;
-			bool desc = st->cfg->sp == SP_MAGNITUDE;
-			if (bf_select_done(&m->lo) && bf_select_done(&m->hi))
-				continue;
-			for (size_t e = 0; e < n; e++)
-				keys[e] = desc ? bf_key_abs_desc(d[e]) : bf_key_abs_asc(d[e]);
+			busy = true;
+			bf_kern->sub(d, in[i + 1], in[0], n);
+			if (st->cfg->sp == SP_MAGNITUDE)
+				for (size_t e = 0; e < n; e++)
+					keys[e] = bf_key_abs_desc(d[e]);
+			else
+				for (size_t e = 0; e < n; e++)
+					keys[e] = bf_key_abs_asc(d[e]);
 			bf_select_feed(&m->lo, keys, e0, n);
 			bf_select_feed(&m->hi, keys, e0, n);
 		} else {
+			busy = true;
+			bf_kern->sub(d, in[i + 1], in[0], n);
 			float *mask = (float *)keys;
 			int r = gta_mask(st, i, d, e0, n, mask);
 			if (r)
@@ -232,7 +257,8 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 			ps->b[i] += b;
 		}
 	}
-	return 0;
+	/* every selection of this pass is settled (tie passes end early) */
+	return busy ? 0 : BF_STREAM_STOP;
 }
 
 static void gta_free(void *p)
@@ -312,11 +338,18 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		return -ENOMEM;
 	}
 	struct gta_pass ps = { .st = st, .kind = 0 };
-	for (int pass = 0; need_select && pass < 3 && !r; pass++) {
+	while (need_select && !r) {
+		bool all_done = true;
+		for (uint32_t i = 0; i < n; i++)
+			all_done &= bf_select_done(&st->m[i].lo) && bf_select_done(&st->m[i].hi);
+		if (all_done)
+			break;
 		r = bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n; i++) {
 			bf_select_next_pass(&st->m[i].lo);
 			bf_select_next_pass(&st->m[i].hi);
+			if (bf_select_failed(&st->m[i].lo) || bf_select_failed(&st->m[i].hi))
+				r = -ENOMEM;
 		}
 	}
 	if (!r && need_sums) {
@@ -370,25 +403,19 @@ static int gta_kernel(const struct bf_kargs *a)
 	}
 	float *out = a->out;
 	if (st->cfg->consensus) {
-		for (size_t e = 0; e < cnt; e++) {
-			float delta = 0.0f, den = 0.0f, vote = 0.0f;
-			for (uint32_t i = 0; i < n; i++) {
-				float di = D[(size_t)i * cnt + e];
-				vote += st->count ? (float)((di > 0.0f) - (di < 0.0f)) : di;
-			}
-			float sgn = vote >= 0.0f ? 1.0f : -1.0f;
-			for (uint32_t i = 0; i < n; i++) {
-				float di = D[(size_t)i * cnt + e];
-				float keep = (float)((di > 0.0f) - (di < 0.0f)) == sgn ? 1.0f : 0.0f;
-				delta += di * keep;
-				den += st->m[i].w * keep;
-			}
-			if (den == 0.0f)
-				den = 1.0f;
-			if (st->normalize)
-				delta = delta / den;
-			out[e] = delta;
-		}
+		float *den = bf_scratch(2, cnt * sizeof(float));
+		float w[BF_MAX_MODELS * 4];
+		if (!den)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < n; i++)
+			w[i] = st->m[i].w;
+		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
+		for (size_t e = 0; e < cnt; e++)
+			if (den[e] == 0.0f)
+				den[e] = 1.0f;
+		if (st->normalize)
+			for (size_t e = 0; e < cnt; e++)
+				out[e] = out[e] / den[e];
 	} else {
 		/* no consensus: the divisor is one number, and everything vectorises */
 		float den = 0.0f;
@@ -405,6 +432,31 @@ static int gta_kernel(const struct bf_kargs *a)
 	if (st->lambda != 1.0f)
 		bf_kern->scale(out, out, st->lambda, cnt);
 	bf_kern->add(out, B, cnt); /* B + delta == delta + B */
+	return 0;
+}
+
+/* One pass for the common case: no mask and no sign election (task arithmetic, and every
+ * variant at density 1 without consensus), all BF16. */
+static int gta_fused(const struct bf_fargs *a)
+{
+	const struct gta_stats *st = a->stats;
+	const struct bf_otensor *t = a->t;
+	if (st->cfg->consensus || t->dtype != BF_DT_BF16 || st->n > 64)
+		return -ENOTSUP;
+	float w[64], den = 0.0f;
+	for (uint32_t i = 0; i < t->n_in; i++)
+		if (t->in[i].src->dtype != BF_DT_BF16)
+			return -ENOTSUP;
+	for (uint32_t i = 0; i < st->n; i++) {
+		if (st->m[i].sparse || st->m[i].none)
+			return -ENOTSUP;
+		w[i] = st->m[i].w;
+		den += w[i];
+	}
+	if (fabsf(den) < 1e-8f)
+		den = 1.0f;
+	bf_kern->ta_bf16(a->out, a->raw[0], (const uint16_t *const *)a->raw + 1, w, (int)st->n, den, st->normalize,
+			 st->lambda, st->lambda != 1.0f, a->n);
 	return 0;
 }
 
@@ -440,7 +492,7 @@ static int gta_check(const struct bf_otensor *t, struct bf_err *err)
 		.base = BF_BASE_REQUIRED, .min_others = 1, .max_others = 4 * BF_MAX_MODELS,         \
 		.row_local = (spars) == SP_DELLA, .random = (spars) == SP_RANDOM || (spars) == SP_DELLA, \
 		.data = &id##_cfg, .check = gta_check, .stats = gta_stats, .free_stats = gta_free,  \
-		.kernel = gta_kernel,                                                               \
+		.kernel = gta_kernel, .fused = gta_fused,                                           \
 	}
 
 GTA(task_arithmetic, "task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089", ta_params, false, SP_NONE);

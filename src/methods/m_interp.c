@@ -45,11 +45,35 @@ static int linear_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
+static bool all_bf16(const struct bf_otensor *t)
+{
+	if (t->dtype != BF_DT_BF16 || t->n_in > 64)
+		return false;
+	for (uint32_t i = 0; i < t->n_in; i++)
+		if (t->in[i].src->dtype != BF_DT_BF16)
+			return false;
+	return true;
+}
+
+static int linear_fused(const struct bf_fargs *a)
+{
+	const struct bf_otensor *t = a->t;
+	if (!all_bf16(t))
+		return -ENOTSUP;
+	float w[64], wsum = 0.0f;
+	for (uint32_t i = 0; i < t->n_in; i++) {
+		w[i] = (float)t->in[i].p[LIN_WEIGHT];
+		wsum += w[i];
+	}
+	bf_kern->wsum_bf16(a->out, (const uint16_t *const *)a->raw, w, (int)t->n_in, wsum, t->g[LIN_NORMALIZE] != 0, a->n);
+	return 0;
+}
+
 const struct bf_method bf_m_linear = {
 	.name = "linear", .pretty = "Linear", .paper = "https://arxiv.org/abs/2203.05482",
 	.params = linear_params, .n_params = BF_ARRAY_LEN(linear_params),
 	.base = BF_BASE_INPUT, .min_others = 1, .max_others = 1000,
-	.kernel = linear_kernel,
+	.kernel = linear_kernel, .fused = linear_fused,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -72,11 +96,21 @@ static int passthrough_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
+static int passthrough_fused(const struct bf_fargs *a)
+{
+	double sc = a->t->in[0].p[PT_SCALE];
+	if (!all_bf16(a->t) || isnan(sc))
+		return -ENOTSUP;
+	float w = (float)sc;
+	bf_kern->wsum_bf16(a->out, (const uint16_t *const *)a->raw, &w, 1, 1.0f, 0, a->n);
+	return 0;
+}
+
 const struct bf_method bf_m_passthrough = {
 	.name = "passthrough", .pretty = "Passthrough", .paper = NULL,
 	.params = passthrough_params, .n_params = BF_ARRAY_LEN(passthrough_params),
 	.base = BF_BASE_INPUT, .min_others = 1, .max_others = 1,
-	.kernel = passthrough_kernel,
+	.kernel = passthrough_kernel, .fused = passthrough_fused,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -93,21 +127,20 @@ static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
 	struct gram_ctx *c = ctx;
 	(void)e0;
-	uint32_t off = c->sub_base ? 1 : 0;
-	for (uint32_t i = 0; i < c->n; i++)
-		for (uint32_t j = i; j < c->n; j++) {
-			const float *x = in[i + off], *y = in[j + off];
-			double acc = 0;
-			if (c->sub_base) {
-				const float *b = in[0];
-				for (size_t e = 0; e < n; e++)
-					acc += (double)(x[e] - b[e]) * (double)(y[e] - b[e]);
-			} else {
-				for (size_t e = 0; e < n; e++)
-					acc += (double)x[e] * (double)y[e];
-			}
-			c->g[i * c->n + j] += acc;
+	const float *v[BF_MAX_MODELS * 4 + 1];
+	if (c->sub_base) {
+		float *d = bf_scratch(0, (size_t)c->n * n * sizeof(float));
+		if (!d)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < c->n; i++) {
+			bf_kern->sub(d + (size_t)i * n, in[i + 1], in[0], n);
+			v[i] = d + (size_t)i * n;
 		}
+	} else {
+		for (uint32_t i = 0; i < c->n; i++)
+			v[i] = in[i];
+	}
+	bf_kern->dots_f64(v, (int)c->n, n, c->g);
 	return 0;
 }
 
@@ -177,11 +210,21 @@ static int coef2_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
+static int coef2_fused(const struct bf_fargs *a)
+{
+	const struct coef2 *c = a->stats;
+	if (!all_bf16(a->t))
+		return -ENOTSUP;
+	float w[2] = { c->c0, c->c1 };
+	bf_kern->wsum_bf16(a->out, (const uint16_t *const *)a->raw, w, 2, 1.0f, 0, a->n);
+	return 0;
+}
+
 const struct bf_method bf_m_slerp = {
 	.name = "slerp", .pretty = "SLERP", .paper = "https://en.wikipedia.org/wiki/Slerp",
 	.params = slerp_params, .n_params = BF_ARRAY_LEN(slerp_params),
 	.base = BF_BASE_REQUIRED, .min_others = 1, .max_others = 1,
-	.stats = slerp_stats, .free_stats = free_plain, .kernel = coef2_kernel,
+	.stats = slerp_stats, .free_stats = free_plain, .kernel = coef2_kernel, .fused = coef2_fused,
 };
 
 /* ---------------------------------------------------------------------------------------------

@@ -119,9 +119,11 @@ static int sce_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 				if (bf_select_init(&st->sel, k, t->numel))
 					r = -ENOMEM;
 				ps.kind = 1;
-				for (int pass = 0; pass < 3 && !r; pass++) {
+				while (!r && !bf_select_done(&st->sel)) {
 					r = bf_stream_run(s, t, sce_block, &ps);
 					bf_select_next_pass(&st->sel);
+					if (bf_select_failed(&st->sel))
+						r = -ENOMEM;
 				}
 			}
 		}
@@ -487,14 +489,18 @@ static int af_stats(struct bf_stream *s, const struct bf_otensor *t, void **out)
 	}
 	ps->t = t;
 	static const double qs[3] = { 0.25, 0.5, 0.75 };
-	for (int q = 0; q < 3 && !r; q++)
+	for (int q = 0; q < 3 && !r; q++) {
 		if (bf_select_init(&ps->sel[q], (uint64_t)floor(qs[q] * (double)(t->numel - 1)), t->numel))
 			r = -ENOMEM;
-	/* two passes find the exact keys; the index pass is not needed for values */
-	for (int pass = 0; pass < 2 && !r; pass++) {
+		ps->sel[q].value_only = true; /* quantile values: the tie-break index is not needed */
+	}
+	while (!r && !(bf_select_done(&ps->sel[0]) && bf_select_done(&ps->sel[1]) && bf_select_done(&ps->sel[2]))) {
 		r = bf_stream_run(s, t, af_block, ps);
-		for (int q = 0; q < 3; q++)
+		for (int q = 0; q < 3; q++) {
 			bf_select_next_pass(&ps->sel[q]);
+			if (bf_select_failed(&ps->sel[q]))
+				r = -ENOMEM;
+		}
 	}
 	if (!r) {
 		float q1 = key_to_float(ps->sel[0].key), med = key_to_float(ps->sel[1].key),

@@ -142,6 +142,190 @@ BF_TEST(arithmetic_random_with_tails)
 	}
 }
 
+/* The fused bf16 kernels give exactly the bytes of the primitive sequences they replace, in
+ * both variants. */
+static void compose_wsum(const struct bf_kern *k, uint16_t *out, uint16_t **x, const float *w, int kk, float div,
+			 int use_div, size_t n)
+{
+	float *acc = malloc(n * 4), *tmp = malloc(n * 4);
+	k->bf16_to_f32(x[0], tmp, n);
+	k->scale(acc, tmp, w[0], n);
+	for (int i = 1; i < kk; i++) {
+		k->bf16_to_f32(x[i], tmp, n);
+		k->axpy(acc, tmp, w[i], n);
+	}
+	if (use_div)
+		k->div(acc, div, n);
+	k->f32_to_bf16(acc, out, n);
+	free(acc);
+	free(tmp);
+}
+
+static void compose_ta(const struct bf_kern *k, uint16_t *out, uint16_t *b, uint16_t **x, const float *w, int kk,
+		       float den, int use_den, float lam, int use_lam, size_t n)
+{
+	float *acc = malloc(n * 4), *tmp = malloc(n * 4), *bf = malloc(n * 4), *d = malloc(n * 4);
+	k->bf16_to_f32(b, bf, n);
+	for (int i = 0; i < kk; i++) {
+		k->bf16_to_f32(x[i], tmp, n);
+		k->sub(d, tmp, bf, n);
+		k->scale(d, d, w[i], n);
+		if (i == 0)
+			memcpy(acc, d, n * 4);
+		else
+			k->add(acc, d, n);
+	}
+	if (use_den)
+		k->div(acc, den, n);
+	if (use_lam)
+		k->scale(acc, acc, lam, n);
+	k->add(acc, bf, n);
+	k->f32_to_bf16(acc, out, n);
+	free(acc);
+	free(tmp);
+	free(bf);
+	free(d);
+}
+
+BF_TEST(fused_equal_primitives)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 200;
+		int kk = 1 + (int)(r32() % 5);
+		uint16_t *x[6], *b = malloc(n * 2), *o1 = malloc(n * 2), *o2 = malloc(n * 2), *o3 = malloc(n * 2);
+		float w[6];
+		for (int i = 0; i < kk; i++) {
+			x[i] = malloc(n * 2);
+			for (size_t e = 0; e < n; e++)
+				x[i][e] = (uint16_t)(r32() % 8 ? (0x3c00u + r32() % 0x0800u) ^ (r32() & 0x8000u) : r32());
+			w[i] = rf();
+			if (r32() % 2)
+				w[i] = (float)(r32() % 1000) / 1000.0f;
+		}
+		for (size_t e = 0; e < n; e++)
+			b[e] = (uint16_t)(0x3c00u + r32() % 0x0800u);
+		float div = (float)(1 + r32() % 7) / 3.0f, lam = rf();
+		int ud = (int)(r32() % 2), ul = (int)(r32() % 2);
+		compose_wsum(&bf_kern_ref, o1, x, w, kk, div, ud, n);
+		bf_kern_ref.wsum_bf16(o2, (const uint16_t *const *)x, w, kk, div, ud, n);
+		EXPECT(memcmp(o1, o2, n * 2) == 0);
+		if (simd) {
+			simd->wsum_bf16(o3, (const uint16_t *const *)x, w, kk, div, ud, n);
+			EXPECT(memcmp(o1, o3, n * 2) == 0);
+		}
+		compose_ta(&bf_kern_ref, o1, b, x, w, kk, div, ud, lam, ul, n);
+		bf_kern_ref.ta_bf16(o2, b, (const uint16_t *const *)x, w, kk, div, ud, lam, ul, n);
+		EXPECT(memcmp(o1, o2, n * 2) == 0);
+		if (simd) {
+			simd->ta_bf16(o3, b, (const uint16_t *const *)x, w, kk, div, ud, lam, ul, n);
+			EXPECT(memcmp(o1, o3, n * 2) == 0);
+		}
+		for (int i = 0; i < kk; i++)
+			free(x[i]);
+		free(b);
+		free(o1);
+		free(o2);
+		free(o3);
+	}
+}
+
+BF_TEST(consensus_and_topk)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 150, stride = n + r32() % 5;
+		int k = 1 + (int)(r32() % 5), count = (int)(r32() % 2);
+		float *D = malloc(stride * (size_t)k * 4), w[5];
+		float *o1 = malloc(n * 4), *o2 = malloc(n * 4), *d1 = malloc(n * 4), *d2 = malloc(n * 4);
+		for (size_t i = 0; i < stride * (size_t)k; i++)
+			D[i] = r32() % 5 == 0 ? 0.0f : rf() * (r32() % 2 ? 1e-3f : 1.0f);
+		for (int i = 0; i < k; i++)
+			w[i] = (float)(r32() % 100) / 37.0f;
+		bf_kern_ref.consensus(o1, d1, D, stride, w, k, count, n);
+		/* the reference against a literal reading of mergekit's get_mask + sums */
+		for (size_t e = 0; e < n; e++) {
+			float vote = 0.0f;
+			for (int i = 0; i < k; i++) {
+				float d = D[(size_t)i * stride + e];
+				vote += count ? (float)((d > 0) - (d < 0)) : d;
+			}
+			float sg = vote >= 0 ? 1.0f : -1.0f, acc = 0.0f, dn = 0.0f;
+			for (int i = 0; i < k; i++) {
+				float d = D[(size_t)i * stride + e];
+				if ((float)((d > 0) - (d < 0)) == sg) {
+					acc = acc + d;
+					dn = dn + w[i];
+				} else {
+					acc = acc + d * 0.0f;
+				}
+			}
+			EXPECT(same_f32(&acc, &o1[e], 1) || (acc == 0.0f && o1[e] == 0.0f));
+			EXPECT(dn == d1[e]);
+		}
+		if (simd) {
+			simd->consensus(o2, d2, D, stride, w, k, count, n);
+			EXPECT(same_f32(o1, o2, n));
+			EXPECT(memcmp(d1, d2, n * 4) == 0);
+			/* top-k mask: thresholds drawn from the data, ti on either side of the block */
+			uint32_t u;
+			memcpy(&u, &D[r32() % n], 4);
+			uint32_t tk = ~(u & 0x7fffffffu);
+			uint64_t e0 = r32() % 1000, ti = r32() % 3 == 0 ? 0 : e0 + r32() % (n + 20);
+			bf_kern_ref.topk_mask(o1, D, tk, ti, e0, n);
+			simd->topk_mask(o2, D, tk, ti, e0, n);
+			EXPECT(memcmp(o1, o2, n * 4) == 0);
+		}
+		free(D);
+		free(o1);
+		free(o2);
+		free(d1);
+		free(d2);
+	}
+}
+
+BF_TEST(philox_block)
+{
+	if (!simd)
+		return;
+	static const uint64_t starts[] = { 0, 1, 3, 5, 31, 33, (1ull << 34) - 37, (1ull << 40) + 2, UINT64_MAX - 70 };
+	for (int round = 0; round < 200; round++) {
+		uint32_t key[2] = { r32(), r32() };
+		uint32_t nl = r32(), nh = r32();
+		uint64_t i0 = round < 9 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 64;
+		size_t n = 1 + r32() % 150;
+		float a[200], b[200];
+		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
+		simd->philox_uniform(key, nl, nh, i0, n, b);
+		EXPECT(memcmp(a, b, n * 4) == 0);
+	}
+}
+
+BF_TEST(dots)
+{
+	if (!simd)
+		return;
+	for (int round = 0; round < 100; round++) {
+		size_t n = 1 + r32() % 300;
+		int k = 1 + (int)(r32() % 4);
+		float *v[4];
+		for (int i = 0; i < k; i++) {
+			v[i] = malloc(n * 4);
+			for (size_t e = 0; e < n; e++)
+				v[i][e] = (float)((int)(r32() % 20001) - 10000) / 997.0f;
+		}
+		double g1[16] = { 0 }, g2[16] = { 0 };
+		bf_kern_ref.dots_f64((const float *const *)v, k, n, g1);
+		simd->dots_f64((const float *const *)v, k, n, g2);
+		EXPECT(memcmp(g1, g2, sizeof(g1)) == 0);
+		/* against a plain double sum (the same to rounding) */
+		double plain = 0;
+		for (size_t e = 0; e < n; e++)
+			plain += (double)v[0][e] * v[0][e];
+		EXPECT_NEAR(g1[0], plain, 1e-9 * (plain > 1 ? plain : 1));
+		for (int i = 0; i < k; i++)
+			free(v[i]);
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -165,6 +349,10 @@ int main(void)
 	RUN(widen_exhaustive);
 	RUN(narrow_random);
 	RUN(arithmetic_random_with_tails);
+	RUN(fused_equal_primitives);
+	RUN(consensus_and_topk);
+	RUN(philox_block);
+	RUN(dots);
 	RUN(reference_values);
 	return bf_test_report();
 }

@@ -55,10 +55,18 @@ BF_TEST(random_keys_every_rank_shape)
 {
 	uint32_t n = 5000;
 	uint32_t *k = malloc(n * sizeof(uint32_t));
-	for (int trial = 0; trial < 40; trial++) {
-		/* wide keys, then heavy ties (few distinct values), then ties within one top bucket */
+	for (int trial = 0; trial < 60; trial++) {
+		/* wide keys, heavy ties (few distinct values), ties within one top bucket (all three take
+		 * the radix path), then keys shaped like bf16 task-vector magnitudes, ascending and
+		 * descending (the direct-count path) */
 		for (uint32_t i = 0; i < n; i++)
-			k[i] = trial % 3 == 0 ? (uint32_t)xs() : trial % 3 == 1 ? (uint32_t)(xs() % 7) : 0x12340000u | (uint32_t)(xs() % 5);
+			switch (trial % 5) {
+			case 0: k[i] = (uint32_t)xs(); break;
+			case 1: k[i] = (uint32_t)(xs() % 7); break;
+			case 2: k[i] = 0x12340000u | (uint32_t)(xs() % 5); break;
+			case 3: k[i] = (uint32_t)(0x38000000u + (xs() % 300) * 0x4000u); break;
+			default: k[i] = ~(uint32_t)(0x38000000u + (xs() % 40) * 0x4000u); break;
+			}
 		uint64_t R = xs() % (n + 1);
 		EXPECT(check(k, n, R, 1 + xs() % 777));
 	}
