@@ -49,6 +49,9 @@ void bf_cache_free(struct bf_cache *c); /* no entry may be pinned */
 /* tag: a caller value stored with the entry (blendfs: the output tensor index), for drop_if. */
 struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, size_t size, bool *fill);
 int bf_cache_wait(struct bf_cache *c, struct bf_centry *e);
+/* A pinned READY entry for key (and size), or NULL: never creates an entry, never waits.
+ * A hit is paired with bf_cache_put like any get. */
+struct bf_centry *bf_cache_lookup(struct bf_cache *c, uint64_t key, size_t size);
 void bf_cache_fill_done(struct bf_cache *c, struct bf_centry *e, int status);
 void bf_cache_put(struct bf_cache *c, struct bf_centry *e);
 void *bf_centry_data(struct bf_centry *e);

@@ -388,6 +388,23 @@ void bf_cache_free(struct bf_cache *c)
 	free(c);
 }
 
+struct bf_centry *bf_cache_lookup(struct bf_cache *c, uint64_t key, size_t size)
+{
+	pthread_mutex_lock(&c->lock);
+	struct bf_centry *e = table_find(c, key);
+	if (e && (e->size != size || e->state != CE_READY || e->status))
+		e = NULL;
+	if (e) {
+		if (e->refs++ == 0)
+			c->pinned++;
+		lru_remove(e);
+		lru_push_front(c, e);
+		c->hits++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return e;
+}
+
 struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, size_t size, bool *fill)
 {
 	struct bf_centry *tofree = NULL, *e = NULL;

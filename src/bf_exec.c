@@ -594,11 +594,13 @@ static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off)
 /* A request that continues the previous one on this shard: queue the next chunks, and the
  * statistics of the next tensor that needs them, for the prefetch thread (on two cores the
  * reader's thread computes the current tensor while the other prepares the next). */
-static void note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
+static bool note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
 {
 	uint64_t prev = atomic_exchange(&x->last[shard], k1 + 1);
-	if (!x->pf_n || !prev || (k0 + 1 != prev && k0 != prev))
-		return; /* not a continuation of the previous request */
+	if (!prev || (k0 + 1 != prev && k0 != prev))
+		return false; /* not a continuation of the previous request */
+	if (!x->pf_n)
+		return true;
 	uint64_t nchunks = (x->p->shards[shard].size + x->chunk - 1) / x->chunk;
 	long st = next_stats_tensor(x, shard, (k1 + 1) * x->chunk);
 	pthread_mutex_lock(&x->pf_lock);
@@ -608,6 +610,27 @@ static void note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t
 		pf_push(x, (struct pf_job){ shard, k, false });
 	pthread_cond_signal(&x->pf_cond);
 	pthread_mutex_unlock(&x->pf_lock);
+	return true;
+}
+
+/* Compute exactly [off, off+len) into pins->buf, uncached. */
+static int pin_exact(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, struct bf_exec_pins *pins)
+{
+	if (pins->buf_cap < len) {
+		char *b = realloc(pins->buf, len);
+		if (!b)
+			return -ENOMEM;
+		pins->buf = b;
+		pins->buf_cap = len;
+	}
+	long n = compute_bytes(x, shard, off, off + len, pins->buf);
+	if (n < 0)
+		return (int)n;
+	pins->iov[0].iov_base = pins->buf;
+	pins->iov[0].iov_len = len;
+	pins->e[0] = NULL;
+	pins->n = 1;
+	return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -643,7 +666,22 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 		return r;
 	if ((r = pins_grow(pins, (size_t)(k1 - k0 + 1))))
 		return r;
-	note_access(x, shard, k0, k1);
+	bool seq = note_access(x, shard, k0, k1);
+	if (!seq && k0 == k1 && len <= x->chunk / 8) {
+		/* A small random read (mmap with MADV_RANDOM, O_DIRECT, a random pread): computing
+		 * the whole chunk would cost up to chunk/len times the work, so unless the chunk is
+		 * already cached, compute just the requested bytes. */
+		uint64_t cb, ce;
+		chunk_range(x, shard, k0, &cb, &ce);
+		struct bf_centry *e = bf_cache_lookup(x->cache, chunk_key(x, shard, k0), (size_t)(ce - cb));
+		if (!e)
+			return pin_exact(x, shard, off, len, pins);
+		pins->e[0] = e;
+		pins->iov[0].iov_base = (char *)bf_centry_data(e) + (off - cb);
+		pins->iov[0].iov_len = len;
+		pins->n = 1;
+		return 0;
+	}
 	for (uint64_t k = k0; k <= k1; k++) {
 		struct bf_centry *e = get_chunk(x, shard, k, &r);
 		if (!e && r == -EIO) {
@@ -651,21 +689,7 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 			 * compute exactly the requested bytes, uncached, so reads of unaffected tensors
 			 * keep working however chunks and tensors interleave. */
 			bf_exec_unpin(x, pins);
-			if (pins->buf_cap < len) {
-				char *b = realloc(pins->buf, len);
-				if (!b)
-					return -ENOMEM;
-				pins->buf = b;
-				pins->buf_cap = len;
-			}
-			long n = compute_bytes(x, shard, off, off + len, pins->buf);
-			if (n < 0)
-				return (int)n;
-			pins->iov[0].iov_base = pins->buf;
-			pins->iov[0].iov_len = len;
-			pins->e[0] = NULL;
-			pins->n = 1;
-			return 0;
+			return pin_exact(x, shard, off, len, pins);
 		}
 		if (!e) {
 			bf_exec_unpin(x, pins);
