@@ -70,6 +70,7 @@
  * can look. Immutable fields (key, size, data pointer, the private flag) are read without it.
  */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,6 +99,19 @@ struct bf_centry {
 #define BF_CENTRY_HDR (((sizeof(struct bf_centry) + BF_CACHE_ALIGN - 1) / BF_CACHE_ALIGN) * BF_CACHE_ALIGN)
 #define BF_CACHE_MIN_BUCKETS 64
 
+struct slab {
+	struct slab *next;
+	char *base;
+	size_t used;
+};
+
+struct slabs {
+	pthread_mutex_t lock;
+	struct slab *list;
+	struct bf_centry *free;     /* released standard blocks, linked through hnext */
+	size_t block;               /* standard block cost (0 = no slabs) */
+};
+
 struct bf_cache {
 	pthread_mutex_t lock;
 	pthread_cond_t filled;      /* broadcast by fill_done when the entry has waiters */
@@ -114,6 +128,7 @@ struct bf_cache {
 	struct bf_centry lru;       /* sentinel: lru.next = most recent, lru.prev = least recent */
 
 	struct bf_centry *pool;     /* free blocks of cost std_cost, linked through hnext */
+	struct slabs slabs;         /* where standard blocks come from */
 	size_t pool_n, pool_max;
 
 	uint64_t hits, misses, waits, evictions, fill_errors, uncached;
@@ -132,20 +147,91 @@ static size_t entry_cost(size_t size)
 	return BF_CENTRY_HDR + (size + BF_CACHE_ALIGN - 1) / BF_CACHE_ALIGN * BF_CACHE_ALIGN;
 }
 
-static struct bf_centry *block_alloc(size_t cost)
+/* Blocks of the standard size come from slabs: 2 MiB-aligned regions of SLAB_BYTES mapped with
+ * MADV_HUGEPAGE, carved in order and never returned to the system before the cache is freed (a
+ * released standard block waits on the slab free list). The first touch of cache memory then
+ * faults in one 2 MiB page instead of 512 small ones, which measured as a large share of a cold
+ * read's CPU time. Other sizes use posix_memalign. */
+#define SLAB_BYTES ((size_t)32 << 20)
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+static bool in_slab(const struct slabs *sl, const void *p)
+{
+	for (const struct slab *s = sl->list; s; s = s->next)
+		if ((const char *)p >= s->base && (const char *)p < s->base + SLAB_BYTES)
+			return true;
+	return false;
+}
+
+static void *slab_alloc(struct slabs *sl)
+{
+	pthread_mutex_lock(&sl->lock);
+	void *p = NULL;
+	if (sl->free) {
+		p = sl->free;
+		sl->free = sl->free->hnext;
+	} else {
+		struct slab *s = sl->list;
+		if (!s || s->used + sl->block > SLAB_BYTES) {
+			s = calloc(1, sizeof(*s));
+			void *m = s ? mmap(NULL, SLAB_BYTES + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+				    : MAP_FAILED;
+			if (m == MAP_FAILED) {
+				free(s);
+				pthread_mutex_unlock(&sl->lock);
+				return NULL;
+			}
+			/* keep the 2 MiB-aligned SLAB_BYTES, give back the rest */
+			char *a = (char *)(((uintptr_t)m + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+			if (a > (char *)m)
+				munmap(m, (size_t)(a - (char *)m));
+			if ((char *)m + SLAB_BYTES + HUGE_ALIGN > a + SLAB_BYTES)
+				munmap(a + SLAB_BYTES, (size_t)((char *)m + SLAB_BYTES + HUGE_ALIGN - (a + SLAB_BYTES)));
+			madvise(a, SLAB_BYTES, MADV_HUGEPAGE);
+			s->base = a;
+			s->next = sl->list;
+			sl->list = s;
+		}
+		p = s->base + s->used;
+		s->used += sl->block;
+	}
+	pthread_mutex_unlock(&sl->lock);
+	return p;
+}
+
+static struct bf_centry *block_alloc(struct slabs *sl, size_t cost)
 {
 	void *p = NULL;
-	if (bf_fault_alloc() || posix_memalign(&p, BF_CACHE_ALIGN, cost) != 0)
+	if (bf_fault_alloc())
+		return NULL;
+	if (sl->block && cost == sl->block)
+		return slab_alloc(sl);
+	if (posix_memalign(&p, BF_CACHE_ALIGN, cost) != 0)
 		return NULL;
 	return p;
 }
 
+static void block_free(struct slabs *sl, struct bf_centry *e)
+{
+	if (!e)
+		return;
+	pthread_mutex_lock(&sl->lock);
+	bool mine = sl->block && in_slab(sl, e);
+	if (mine) {
+		e->hnext = sl->free;
+		sl->free = e;
+	}
+	pthread_mutex_unlock(&sl->lock);
+	if (!mine)
+		free(e);
+}
+
 /* Free a list of released blocks (linked through hnext). Called without the lock. */
-static void free_list(struct bf_centry *e)
+static void free_list(struct slabs *sl, struct bf_centry *e)
 {
 	while (e) {
 		struct bf_centry *n = e->hnext;
-		free(e);
+		block_free(sl, e);
 		e = n;
 	}
 }
@@ -359,6 +445,8 @@ struct bf_cache *bf_cache_new(size_t budget, size_t std_size)
 		goto err;
 	if (pthread_mutex_init(&c->lock, NULL) != 0)
 		goto err;
+	pthread_mutex_init(&c->slabs.lock, NULL);
+	c->slabs.block = c->std_cost;
 	if (pthread_cond_init(&c->filled, NULL) != 0) {
 		pthread_mutex_destroy(&c->lock);
 		goto err;
@@ -378,10 +466,16 @@ void bf_cache_free(struct bf_cache *c)
 	struct bf_centry *e = c->lru.next;
 	while (e != &c->lru) {
 		struct bf_centry *n = e->next;
-		free(e);
+		block_free(&c->slabs, e);
 		e = n;
 	}
-	free_list(c->pool);
+	free_list(&c->slabs, c->pool);
+	for (struct slab *s = c->slabs.list, *n; s; s = n) {
+		n = s->next;
+		munmap(s->base, SLAB_BYTES);
+		free(s);
+	}
+	pthread_mutex_destroy(&c->slabs.lock);
 	free(c->buckets);
 	pthread_cond_destroy(&c->filled);
 	pthread_mutex_destroy(&c->lock);
@@ -416,13 +510,13 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 	if (cost > c->budget) {
 		/* Uncacheable: a private block nobody else can find, allocated outside the lock
 		 * (c->budget never changes). */
-		e = block_alloc(cost);
+		e = block_alloc(&c->slabs, cost);
 		if (!e) {
 			pthread_mutex_lock(&c->lock);
 			release_all_unpinned(c, &tofree);
 			pthread_mutex_unlock(&c->lock);
-			free_list(tofree);
-			e = block_alloc(cost);
+			free_list(&c->slabs, tofree);
+			e = block_alloc(&c->slabs, cost);
 			if (!e)
 				return NULL;
 		}
@@ -455,7 +549,7 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 		else
 			c->waits++;
 		pthread_mutex_unlock(&c->lock);
-		free_list(tofree);
+		free_list(&c->slabs, tofree);
 		return e;
 	}
 
@@ -467,12 +561,12 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 		blk = pool_pop(c);
 	make_room(c, cost, std && !blk ? &blk : NULL, &tofree);
 	if (!blk) {
-		blk = block_alloc(cost);
+		blk = block_alloc(&c->slabs, cost);
 		if (!blk) {
 			release_all_unpinned(c, &tofree);
-			free_list(tofree); /* under the lock: rare, and the retry needs the memory back */
+			free_list(&c->slabs, tofree); /* under the lock: rare, and the retry needs the memory back */
 			tofree = NULL;
-			blk = block_alloc(cost);
+			blk = block_alloc(&c->slabs, cost);
 		}
 	}
 	if (blk) {
@@ -484,7 +578,7 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 		*fill = true;
 	}
 	pthread_mutex_unlock(&c->lock);
-	free_list(tofree);
+	free_list(&c->slabs, tofree);
 	return blk;
 }
 
@@ -528,7 +622,7 @@ void bf_cache_put(struct bf_cache *c, struct bf_centry *e)
 		return;
 	if (e->priv) {
 		/* Private blocks are owned by one caller and never counted in bytes_used. */
-		free(e);
+		block_free(&c->slabs, e);
 		return;
 	}
 	pthread_mutex_lock(&c->lock);
@@ -543,7 +637,7 @@ void bf_cache_put(struct bf_cache *c, struct bf_centry *e)
 			make_room(c, 0, NULL, &tofree); /* pay back an overshoot made while pinned */
 	}
 	pthread_mutex_unlock(&c->lock);
-	free_list(tofree);
+	free_list(&c->slabs, tofree);
 }
 
 void *bf_centry_data(struct bf_centry *e)
@@ -597,6 +691,6 @@ size_t bf_cache_drop_if(struct bf_cache *c, bool (*pred)(uint64_t key, uint32_t 
 		e = next;
 	}
 	pthread_mutex_unlock(&c->lock);
-	free_list(tofree);
+	free_list(&c->slabs, tofree);
 	return n;
 }

@@ -421,6 +421,20 @@ static int range_stale(const struct bf_exec *x, uint32_t shard, uint64_t a, uint
 	return 0;
 }
 
+/* True when [a, b) holds only header bytes and tensors copied from a source. */
+static bool range_copy_only(const struct bf_exec *x, uint32_t shard, uint64_t a, uint64_t b)
+{
+	const struct bf_oshard *sh = &x->p->shards[shard];
+	for (uint32_t i = first_tensor(x, sh, a); i < sh->n_tensors; i++) {
+		const struct bf_otensor *t = &x->p->tensors[sh->tensors[i]];
+		if (t->file_off >= b)
+			break;
+		if (!t->copy && t->nbytes)
+			return false;
+	}
+	return true;
+}
+
 static void chunk_range(const struct bf_exec *x, uint32_t shard, uint64_t k, uint64_t *cb, uint64_t *ce)
 {
 	uint64_t size = x->p->shards[shard].size;
@@ -480,6 +494,8 @@ static uint64_t chunk_key(const struct bf_exec *x, uint32_t shard, uint64_t k)
 	return XXH3_64bits_withSeed(v, sizeof(v), x->p->recipe_hash);
 }
 
+static void help_prefetch(struct bf_exec *x);
+
 /* A pinned, ready cache entry for chunk k, or NULL with *err set. */
 static struct bf_centry *get_chunk(struct bf_exec *x, uint32_t shard, uint64_t k, int *err)
 {
@@ -497,6 +513,7 @@ static struct bf_centry *get_chunk(struct bf_exec *x, uint32_t shard, uint64_t k
 		r = n < 0 ? (int)n : 0;
 		bf_cache_fill_done(x->cache, e, r);
 	} else {
+		help_prefetch(x);
 		r = bf_cache_wait(x->cache, e);
 	}
 	if (r) {
@@ -511,6 +528,41 @@ static struct bf_centry *get_chunk(struct bf_exec *x, uint32_t shard, uint64_t k
  * Prefetch: sequential readers of a shard get the next chunks computed ahead on another core
  */
 
+static bool range_copy_only(const struct bf_exec *x, uint32_t shard, uint64_t a, uint64_t b);
+
+static void run_pf_job(struct bf_exec *x, struct pf_job j)
+{
+	if (j.stats) {
+		const void *st;
+		ensure_stats(x, (size_t)j.k, &st);
+		return;
+	}
+	uint64_t cb, ce;
+	chunk_range(x, j.shard, j.k, &cb, &ce);
+	if (range_copy_only(x, j.shard, cb, ce))
+		return; /* copies are pread when asked for: nothing to gain from doing it early */
+	bool fill;
+	struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, j.shard, j.k), j.shard, (size_t)(ce - cb), &fill);
+	if (e) {
+		if (fill) {
+			long n = bf_exec_compute_chunk(x, j.shard, j.k, bf_centry_data(e));
+			bf_cache_fill_done(x->cache, e, n < 0 ? (int)n : 0);
+			atomic_fetch_add(&x->prefetched, 1);
+		}
+		bf_cache_put(x->cache, e); /* stays cached; never wait for another thread's fill */
+	}
+}
+
+static bool pf_pop(struct bf_exec *x, struct pf_job *j)
+{
+	if (!x->pf_len)
+		return false;
+	*j = x->pf_q[x->pf_head];
+	x->pf_head = (x->pf_head + 1) % PF_QUEUE;
+	x->pf_len--;
+	return true;
+}
+
 static void *pf_main(void *arg)
 {
 	struct bf_exec *x = arg;
@@ -520,32 +572,28 @@ static void *pf_main(void *arg)
 			pthread_cond_wait(&x->pf_cond, &x->pf_lock);
 		if (x->pf_stop)
 			break;
-		struct pf_job j = x->pf_q[x->pf_head];
-		x->pf_head = (x->pf_head + 1) % PF_QUEUE;
-		x->pf_len--;
+		struct pf_job j;
+		pf_pop(x, &j);
 		pthread_mutex_unlock(&x->pf_lock);
-		if (j.stats) {
-			const void *st;
-			ensure_stats(x, (size_t)j.k, &st);
-			pthread_mutex_lock(&x->pf_lock);
-			continue;
-		}
-		uint64_t cb, ce;
-		chunk_range(x, j.shard, j.k, &cb, &ce);
-		bool fill;
-		struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, j.shard, j.k), j.shard, (size_t)(ce - cb), &fill);
-		if (e) {
-			if (fill) {
-				long n = bf_exec_compute_chunk(x, j.shard, j.k, bf_centry_data(e));
-				bf_cache_fill_done(x->cache, e, n < 0 ? (int)n : 0);
-				atomic_fetch_add(&x->prefetched, 1);
-			}
-			bf_cache_put(x->cache, e); /* stays cached; never wait for another thread's fill */
-		}
+		run_pf_job(x, j);
 		pthread_mutex_lock(&x->pf_lock);
 	}
 	pthread_mutex_unlock(&x->pf_lock);
 	return NULL;
+}
+
+/* A reader about to wait for a chunk another thread is computing takes one queued job first, so
+ * that both cores compute instead of one computing while the other sleeps. */
+static void help_prefetch(struct bf_exec *x)
+{
+	struct pf_job j;
+	if (!x->pf_n)
+		return;
+	pthread_mutex_lock(&x->pf_lock);
+	bool got = pf_pop(x, &j);
+	pthread_mutex_unlock(&x->pf_lock);
+	if (got)
+		run_pf_job(x, j);
 }
 
 int bf_exec_start_prefetch(struct bf_exec *x)
@@ -667,6 +715,8 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 	if ((r = pins_grow(pins, (size_t)(k1 - k0 + 1))))
 		return r;
 	bool seq = note_access(x, shard, k0, k1);
+	if (range_copy_only(x, shard, off, off + len))
+		return pin_exact(x, shard, off, len, pins); /* copies: pread straight into the reply */
 	if (!seq && k0 == k1 && len <= x->chunk / 8) {
 		/* A small random read (mmap with MADV_RANDOM, O_DIRECT, a random pread): computing
 		 * the whole chunk would cost up to chunk/len times the work, so unless the chunk is

@@ -119,8 +119,8 @@ char *bf_vfs_status_text(const struct bf_vfs *v, struct bf_exec *x, size_t *len)
 		   "\ncache_evictions: %" PRIu64 "\n",
 		cs.bytes_budget, cs.bytes_used, cs.entries, cs.hits, cs.misses, cs.waits, cs.evictions);
 	fprintf(f, "chunks_computed: %" PRIu64 "\nbytes_computed: %" PRIu64 "\nbytes_copied: %" PRIu64
-		   "\nstatistics_computed: %" PRIu64 "\nread_errors: %" PRIu64 "\n",
-		es.chunks_computed, es.bytes_computed, es.bytes_copied, es.stats_computed, es.read_errors);
+		   "\nstatistics_computed: %" PRIu64 "\nread_errors: %" PRIu64 "\nchunks_prefetched: %" PRIu64 "\n",
+		es.chunks_computed, es.bytes_computed, es.bytes_copied, es.stats_computed, es.read_errors, es.prefetched);
 	for (size_t i = 0; i < bf_n_methods && i < 32; i++)
 		if (es.method_ns[i] || es.method_bytes[i])
 			fprintf(f, "method_time_ms.%s: %.3f\nmethod_bytes.%s: %" PRIu64 "\n", bf_methods[i]->name,
