@@ -79,6 +79,10 @@ void bf_exec_pins_free(struct bf_exec_pins *pins);
 long bf_exec_compute_chunk(struct bf_exec *x, uint32_t shard, uint64_t k, void *buf);
 uint64_t bf_exec_chunk_bytes(const struct bf_exec *x);
 
+/* Compute (once) the whole-tensor statistics of output tensor ti, if its method has any.
+ * `blendfs merge` runs these for all tensors on all threads before computing chunks. */
+int bf_exec_prepare(struct bf_exec *x, size_t ti);
+
 /* Start the prefetch threads (after daemonising: threads do not survive fork). */
 int bf_exec_start_prefetch(struct bf_exec *x);
 

@@ -310,6 +310,14 @@ static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
 	return r;
 }
 
+int bf_exec_prepare(struct bf_exec *x, size_t ti)
+{
+	const void *st;
+	if (ti >= x->p->n_tensors || x->p->tensors[ti].copy)
+		return 0;
+	return ensure_stats(x, ti, &st);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Chunks
  */

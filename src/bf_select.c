@@ -26,7 +26,7 @@
 enum { P_MAP = 0, P_RADIX_HI = 1, P_RADIX_LO = 2, P_TIE = 3, P_DONE = 4 };
 
 struct bf_select_map {
-	uint64_t counts[1u << DIRECT_BITS];
+	uint32_t counts[1u << DIRECT_BITS]; /* 512 KiB: stays in L2 (tensors of < 2^32 elements) */
 	uint32_t sig;             /* top bit and low 14 bits shared by every key so far */
 	bool have_sig;
 };
@@ -38,6 +38,14 @@ int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 	if (rank >= total) {
 		s->thr_key = 1ull << 32; /* every element is below */
 		s->pass = P_DONE;
+		return 0;
+	}
+	if (total >= (1ull << 32)) {
+		/* counts would overflow the direct table: radix from the start */
+		s->hist = calloc(65536, sizeof(uint64_t));
+		if (!s->hist)
+			return -1;
+		s->pass = P_RADIX_HI;
 		return 0;
 	}
 	s->map = calloc(1, sizeof(*s->map));

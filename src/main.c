@@ -368,6 +368,28 @@ struct merge_job {
 
 #define MERGE_PIECE (8u << 20)
 
+/* Statistics first, one tensor per worker at a time: otherwise every worker would wait on the
+ * one computing the statistics of the tensor they all reach together. */
+static void *merge_stats_worker(void *arg)
+{
+	struct merge_job *j = arg;
+	for (;;) {
+		size_t ti = atomic_fetch_add(&j->next, 1);
+		if (ti >= j->p->n_tensors || atomic_load(&j->failed))
+			break;
+		int r = bf_exec_prepare(j->x, ti);
+		if (r) {
+			pthread_mutex_lock(&j->lock);
+			if (!j->errmsg[0])
+				snprintf(j->errmsg, sizeof(j->errmsg), "statistics of %s failed: %s", j->p->tensors[ti].name,
+					 strerror(-r));
+			pthread_mutex_unlock(&j->lock);
+			atomic_store(&j->failed, -r);
+		}
+	}
+	return NULL;
+}
+
 static void *merge_worker(void *arg)
 {
 	struct merge_job *j = arg;
@@ -630,8 +652,14 @@ static int cmd_merge(int argc, char **argv)
 		if (progress)
 			pthread_create(&prog, NULL, merge_progress, &j);
 		for (unsigned i = 0; i < nt; i++)
-			pthread_create(&th[i], NULL, merge_worker, &j);
+			pthread_create(&th[i], NULL, merge_stats_worker, &j);
 		for (unsigned i = 0; i < nt; i++)
+			pthread_join(th[i], NULL);
+		atomic_store(&j.next, 0);
+		unsigned started = 0;
+		for (unsigned i = 0; i < nt && !atomic_load(&j.failed); i++)
+			started += pthread_create(&th[i], NULL, merge_worker, &j) == 0;
+		for (unsigned i = 0; i < started; i++)
 			pthread_join(th[i], NULL);
 		atomic_store(&j.finished, 1);
 		if (progress)

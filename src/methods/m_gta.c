@@ -113,36 +113,58 @@ struct gta_stats {
  * density + eps (largest). The ranking is a least-significant-digit radix sort of the f32 bits
  * of |d| by bytes (stable, so ties keep index order), skipping bytes all keys share: O(L) per
  * row, where a comparison sort was the bottleneck of the whole method.
- * scratch: 3 * L uint32. */
-static void della_probs(const float *d, size_t L, float density, float eps, float *p, uint32_t *scratch)
+ * scratch: 4 * L uint32 (two arrays of L 64-bit pairs). */
+static void della_probs(const float *d, size_t L, const float *ptab, float *p, uint32_t *scratch)
 {
-	uint32_t *key = scratch, *a = scratch + L, *b = scratch + 2 * L;
+	/* (key << 32 | index) pairs, sorted by key with a stable LSD radix sort: moving the pairs
+	 * themselves keeps every access sequential. Keys of bf16-derived magnitudes share their low
+	 * 14 bits (bf_select.c), so usually two passes (9 + 8 bits of key >> 14) suffice. */
+	uint64_t *a = (uint64_t *)(void *)scratch, *b = a + L;
+	uint32_t low = bf_key_abs_asc(d[0]) & 0x3fffu, same = 0;
 	for (size_t i = 0; i < L; i++) {
-		key[i] = bf_key_abs_asc(d[i]);
-		a[i] = (uint32_t)i;
+		uint32_t k = bf_key_abs_asc(d[i]);
+		same |= (k & 0x3fffu) ^ low;
+		a[i] = (uint64_t)k << 32 | (uint32_t)i;
 	}
-	for (unsigned shift = 0; shift < 32; shift += 8) {
-		size_t cnt[256] = { 0 };
-		for (size_t i = 0; i < L; i++)
-			cnt[(key[a[i]] >> shift) & 0xff]++;
-		if (cnt[(key[a[0]] >> shift) & 0xff] == L)
-			continue; /* every key has this byte: the pass would not move anything */
+	static const unsigned wide[][2] = { { 32, 8 }, { 40, 8 }, { 48, 8 }, { 56, 8 } };
+	static const unsigned compact[][2] = { { 46, 9 }, { 55, 8 } };
+	const unsigned (*digits)[2] = same ? wide : compact;
+	int nd = same ? 4 : 2;
+	/* every digit's histogram in one pass over the pairs, then one scatter per digit */
+	size_t cnt[4][512];
+	memset(cnt, 0, sizeof(cnt[0]) * (size_t)nd);
+	for (size_t i = 0; i < L; i++)
+		for (int q = 0; q < nd; q++)
+			cnt[q][(a[i] >> digits[q][0]) & ((1u << digits[q][1]) - 1)]++;
+	for (int pass = 0; pass < nd; pass++) {
+		unsigned shift = digits[pass][0], mask = (1u << digits[pass][1]) - 1;
+		size_t *c = cnt[pass];
+		if (c[(a[0] >> shift) & mask] == L)
+			continue; /* every key has this digit: the pass would not move anything */
 		size_t pos = 0;
-		for (unsigned v = 0; v < 256; v++) {
-			size_t c = cnt[v];
-			cnt[v] = pos;
-			pos += c;
+		for (unsigned v = 0; v <= mask; v++) {
+			size_t n = c[v];
+			c[v] = pos;
+			pos += n;
 		}
 		for (size_t i = 0; i < L; i++)
-			b[cnt[(key[a[i]] >> shift) & 0xff]++] = a[i];
-		uint32_t *t = a;
+			b[c[(a[i] >> shift) & mask]++] = a[i];
+		uint64_t *t = a;
 		a = b;
 		b = t;
 	}
+	for (size_t r = 0; r < L; r++)
+		p[(uint32_t)a[r]] = ptab[r];
+}
+
+/* The keep probability of rank r in a row of L: (density - eps) + 2 eps * r / (L - 1), the same
+ * for every row, so computed once per block of rows. */
+static void della_table(size_t L, float density, float eps, float *ptab)
+{
 	float lo = density - eps, span = 2.0f * eps;
 	for (size_t r = 0; r < L; r++) {
 		float rn = L > 1 ? (float)r / (float)(L - 1) : 0.0f;
-		p[a[r]] = lo + span * rn;
+		ptab[r] = lo + span * rn;
 	}
 }
 
@@ -189,13 +211,14 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 	case SP_DELLA: {
 		uint64_t L = st->row_len;
 		float *u = bf_scratch(2, n * sizeof(float));
-		uint32_t *perm = bf_scratch(3, L * (3 * sizeof(uint32_t) + sizeof(float)));
+		uint32_t *perm = bf_scratch(3, L * (4 * sizeof(uint32_t) + 2 * sizeof(float)));
 		if (!u || !perm)
 			return -ENOMEM;
-		float *p = (float *)(perm + 3 * L);
+		float *p = (float *)(perm + 4 * L), *ptab = p + L;
+		della_table(L, m->density, m->eps, ptab);
 		bf_rng_uniform_block(&m->rng, e0, n, u);
 		for (size_t r = 0; r < n; r += L) {
-			della_probs(d + r, L, m->density, m->eps, p, perm);
+			della_probs(d + r, L, ptab, p, perm);
 			for (size_t e = 0; e < L; e++)
 				mask[r + e] = u[r + e] < p[e] ? 1.0f : 0.0f;
 		}
