@@ -73,6 +73,13 @@ static inline uint16_t bf_f32_to_bf16(float f)
 float bf_f16_to_f32(uint16_t h);
 uint16_t bf_f32_to_f16(float f);
 
+/* Scalar row converters for the 16-bit dtypes: the dtype table's entries, and the reference
+ * variant of bf_kern (whose SIMD variants are tested equal to them). */
+void bf_bf16_row_to_f32(const void *src, float *dst, size_t n);
+void bf_f32_row_to_bf16(const float *src, void *dst, size_t n);
+void bf_f16_row_to_f32(const void *src, float *dst, size_t n);
+void bf_f32_row_to_f16(const float *src, void *dst, size_t n);
+
 /* Row converters for any math dtype (dispatch on the table; SIMD when available, tested equal
  * to the scalar reference). */
 void bf_to_f32(enum bf_dtype d, const void *src, float *dst, size_t n);

@@ -103,7 +103,7 @@ static void f32_from_f32(const float *src, void *dst, size_t n)
 	}
 }
 
-static void f16_to_f32(const void *src, float *dst, size_t n)
+void bf_f16_row_to_f32(const void *src, float *dst, size_t n)
 {
 	const unsigned char *s = src;
 	for (size_t i = 0; i < n; i++) {
@@ -112,7 +112,7 @@ static void f16_to_f32(const void *src, float *dst, size_t n)
 	}
 }
 
-static void f16_from_f32(const float *src, void *dst, size_t n)
+void bf_f32_row_to_f16(const float *src, void *dst, size_t n)
 {
 	unsigned char *d = dst;
 	for (size_t i = 0; i < n; i++) {
@@ -122,7 +122,7 @@ static void f16_from_f32(const float *src, void *dst, size_t n)
 	}
 }
 
-static void bf16_to_f32(const void *src, float *dst, size_t n)
+void bf_bf16_row_to_f32(const void *src, float *dst, size_t n)
 {
 	const unsigned char *s = src;
 	for (size_t i = 0; i < n; i++) {
@@ -131,7 +131,7 @@ static void bf16_to_f32(const void *src, float *dst, size_t n)
 	}
 }
 
-static void bf16_from_f32(const float *src, void *dst, size_t n)
+void bf_f32_row_to_bf16(const float *src, void *dst, size_t n)
 {
 	unsigned char *d = dst;
 	for (size_t i = 0; i < n; i++) {
@@ -155,8 +155,8 @@ const struct bf_dtype_info bf_dtypes[BF_DT_COUNT] = {
 	[BF_DT_F8_E5M2FNUZ] = { "F8_E5M2FNUZ", "float8_e5m2fnuz", 8, false, NULL, NULL },
 	[BF_DT_I16]         = { "I16",         "int16",          16, false, NULL, NULL },
 	[BF_DT_U16]         = { "U16",         "uint16",         16, false, NULL, NULL },
-	[BF_DT_F16]         = { "F16",         "float16",        16, true, f16_to_f32, f16_from_f32 },
-	[BF_DT_BF16]        = { "BF16",        "bfloat16",       16, true, bf16_to_f32, bf16_from_f32 },
+	[BF_DT_F16]         = { "F16",         "float16",        16, true, bf_f16_row_to_f32, bf_f32_row_to_f16 },
+	[BF_DT_BF16]        = { "BF16",        "bfloat16",       16, true, bf_bf16_row_to_f32, bf_f32_row_to_bf16 },
 	[BF_DT_I32]         = { "I32",         "int32",          32, false, NULL, NULL },
 	[BF_DT_U32]         = { "U32",         "uint32",         32, false, NULL, NULL },
 	[BF_DT_F32]         = { "F32",         "float32",        32, true, f32_to_f32, f32_from_f32 },

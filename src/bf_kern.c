@@ -7,44 +7,6 @@
 #include "bf_kern.h"
 #include "bf_rng.h"
 
-static void ref_bf16_to_f32(const void *src, float *dst, size_t n)
-{
-	const unsigned char *s = src;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h;
-		memcpy(&h, s + 2 * i, 2);
-		dst[i] = bf_bf16_to_f32(h);
-	}
-}
-
-static void ref_f32_to_bf16(const float *src, void *dst, size_t n)
-{
-	unsigned char *d = dst;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h = bf_f32_to_bf16(src[i]);
-		memcpy(d + 2 * i, &h, 2);
-	}
-}
-
-static void ref_f16_to_f32(const void *src, float *dst, size_t n)
-{
-	const unsigned char *s = src;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h;
-		memcpy(&h, s + 2 * i, 2);
-		dst[i] = bf_f16_to_f32(h);
-	}
-}
-
-static void ref_f32_to_f16(const float *src, void *dst, size_t n)
-{
-	unsigned char *d = dst;
-	for (size_t i = 0; i < n; i++) {
-		uint16_t h = bf_f32_to_f16(src[i]);
-		memcpy(d + 2 * i, &h, 2);
-	}
-}
-
 static void ref_scale(float *out, const float *x, float w, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -181,8 +143,8 @@ static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
 
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
-	.bf16_to_f32 = ref_bf16_to_f32, .f32_to_bf16 = ref_f32_to_bf16,
-	.f16_to_f32 = ref_f16_to_f32, .f32_to_f16 = ref_f32_to_f16,
+	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
+	.f16_to_f32 = bf_f16_row_to_f32, .f32_to_f16 = bf_f32_row_to_f16,
 	.scale = ref_scale, .axpy = ref_axpy, .div = ref_div, .sub = ref_sub, .add = ref_add,
 	.lin2 = ref_lin2,
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
