@@ -706,12 +706,38 @@ static bool name_taken(const struct bf_plan *p, const char *name)
 	return false;
 }
 
+static struct tmpl_input slice_input(const struct nslice *s, size_t k, const char *name)
+{
+	return (struct tmpl_input){ s->src[k].model, name, s->src[k].params, s->src[k].ref, s->src[k].pos };
+}
+
+/* One output tensor `name` whose inputs are the tensor of that name in every source of s. */
+static int add_by_name(struct ctx *c, const struct nslice *s, const char *name, int32_t layer, double t)
+{
+	struct tmpl_input ins[BF_MAX_MODELS + 1];
+	for (size_t k = 0; k < s->n; k++)
+		ins[k] = slice_input(s, k, name);
+	return add_tensor(c, s, name, layer, t, ins, s->n);
+}
+
+/* An output head that the first source of s ties to its embedding (it has no lm_head.weight)
+ * but another source has: the merge gets one. */
+static int add_untied_head(struct ctx *c, const struct nslice *s)
+{
+	const char *head = "lm_head.weight";
+	if (bf_model_tensor(c->p->models[s->src[0].model], head) || name_taken(c->p, head))
+		return 0;
+	for (size_t k = 1; k < s->n; k++)
+		if (bf_model_tensor(c->p->models[s->src[k].model], head))
+			return add_by_name(c, s, head, -1, 0.0);
+	return 0;
+}
+
 /* Non-layer tensors (pre- or post-weights) of slice s, named after its first source. */
 static int add_edge_tensors(struct ctx *c, const struct nslice *s, bool post)
 {
 	const struct bf_model *tm = c->p->models[s->src[0].model];
 	const struct minfo *ti = &c->mi[s->src[0].model];
-	struct tmpl_input ins[BF_MAX_MODELS + 1];
 	for (size_t i = 0; i < tm->n_tensors; i++) {
 		const char *name = tm->tensors[i].name;
 		size_t plen;
@@ -727,26 +753,10 @@ static int add_edge_tensors(struct ctx *c, const struct nslice *s, bool post)
 				       rpath(c), s->src[0].ref, ti->prefix, (int)plen, name);
 		if (is_post_weight(name) != post || name_taken(c->p, name))
 			continue;
-		for (size_t k = 0; k < s->n; k++)
-			ins[k] = (struct tmpl_input){ s->src[k].model, name, s->src[k].params, s->src[k].ref,
-						      s->src[k].pos };
-		if (add_tensor(c, s, name, -1, 0.0, ins, s->n))
+		if (add_by_name(c, s, name, -1, 0.0))
 			return -1;
 	}
-	/* an output head that the first source ties to its embedding but another source has */
-	if (post && !bf_model_tensor(tm, "lm_head.weight") && !name_taken(c->p, "lm_head.weight")) {
-		bool any = false;
-		for (size_t k = 0; k < s->n; k++)
-			any |= bf_model_tensor(c->p->models[s->src[k].model], "lm_head.weight") != NULL;
-		if (any) {
-			for (size_t k = 0; k < s->n; k++)
-				ins[k] = (struct tmpl_input){ s->src[k].model, "lm_head.weight", s->src[k].params,
-							      s->src[k].ref, s->src[k].pos };
-			if (add_tensor(c, s, "lm_head.weight", -1, 0.0, ins, s->n))
-				return -1;
-		}
-	}
-	return 0;
+	return post ? add_untied_head(c, s) : 0;
 }
 
 static int build_tensors_models(struct ctx *c)
@@ -754,31 +764,17 @@ static int build_tensors_models(struct ctx *c)
 	/* `models:` merges tensor by tensor, by name; t comes from each tensor's layer number */
 	const struct nslice *s = &c->slices[0];
 	const struct bf_model *tm = c->p->models[s->src[0].model];
-	struct tmpl_input ins[BF_MAX_MODELS + 1];
 	for (size_t i = 0; i < tm->n_tensors; i++) {
 		const char *name = tm->tensors[i].name;
-		for (size_t k = 0; k < s->n; k++)
-			ins[k] = (struct tmpl_input){ s->src[k].model, name, s->src[k].params, s->src[k].ref,
-						      s->src[k].pos };
 		size_t plen;
 		long idx;
 		const char *suf;
 		int32_t layer = split_layer(name, &plen, &idx, &suf) ? (int32_t)idx : -1;
-		if (add_tensor(c, s, name, layer, models_form_t(c, s->src[0].model, name), ins, s->n))
+		if (add_by_name(c, s, name, layer, models_form_t(c, s->src[0].model, name)))
 			return -1;
 	}
-	if (!bf_model_tensor(tm, "lm_head.weight")) {
-		bool any = false;
-		for (size_t k = 0; k < s->n; k++)
-			any |= bf_model_tensor(c->p->models[s->src[k].model], "lm_head.weight") != NULL;
-		if (any) {
-			for (size_t k = 0; k < s->n; k++)
-				ins[k] = (struct tmpl_input){ s->src[k].model, "lm_head.weight", s->src[k].params,
-							      s->src[k].ref, s->src[k].pos };
-			if (add_tensor(c, s, "lm_head.weight", -1, 0.0, ins, s->n))
-				return -1;
-		}
-	}
+	if (add_untied_head(c, s))
+		return -1;
 	c->p->out_layers = (uint32_t)c->mi[s->src[0].model].n_layers;
 	return 0;
 }
@@ -823,8 +819,7 @@ static int build_tensors_slices(struct ctx *c)
 						goto out;
 					}
 					names[k] = bf_xasprintf("%s%" PRId64 "%s", prefix, s->src[k].start + j, suf);
-					ins[k] = (struct tmpl_input){ s->src[k].model, names[k], s->src[k].params,
-								      s->src[k].ref, s->src[k].pos };
+					ins[k] = slice_input(s, k, names[k]);
 				}
 				int r = add_tensor(c, s, oname, (int32_t)out_layer, t, ins, nn);
 				free(oname);
