@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define BF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define BF_MAX_NDIM 8          /* safetensors allows more; no model weight needs it */
@@ -69,6 +70,11 @@ const char *bf_suggest(const char *word, const char *const *cands, size_t n);
 /* Read a whole small file (config, tokenizer, recipe) with a size cap. Returns 0 and a
  * NUL-terminated malloc'd buffer, -ENOENT if absent, or -1 with err set (names the path). */
 int bf_read_file(const char *path, size_t max, char **data, size_t *len, struct bf_err *err);
+/* The same for a file already open: reads `size` bytes (its fstat size) from offset 0 of fd,
+ * which stays open and owned by the caller. 0 with a NUL-terminated malloc'd buffer, or -1 with
+ * err set (too large, a read error, or the file shrank). */
+int bf_read_fd(int fd, off_t size, const char *path, size_t max, char **data, size_t *len,
+	       struct bf_err *err);
 
 /* Parse sizes like "512M", "2G", "5e9", "1048576", "64K" (binary suffixes K/M/G/T = 2^10.., and
  * KB/MB/GB = 10^3.. as mergekit's parse_kmb uses decimal). Returns 0 or -1 on junk/overflow. */

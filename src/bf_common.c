@@ -159,6 +159,32 @@ const char *bf_suggest(const char *word, const char *const *cands, size_t n)
 	return NULL;
 }
 
+int bf_read_fd(int fd, off_t size, const char *path, size_t max, char **data, size_t *len,
+	       struct bf_err *err)
+{
+	if (size < 0 || (uint64_t)size > max)
+		return bf_errf(err, "%s: file is %lld bytes, more than the %zu allowed", path,
+			       (long long)size, max);
+	size_t n = (size_t)size, got = 0;
+	char *buf = bf_xmalloc(n + 1);
+	while (got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			bf_errf(err, "%s: read failed: %s", path, r < 0 ? strerror(errno) : "file shrank");
+			free(buf);
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	buf[n] = 0;
+	*data = buf;
+	if (len)
+		*len = n;
+	return 0;
+}
+
 int bf_read_file(const char *path, size_t max, char **data, size_t *len, struct bf_err *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -168,35 +194,13 @@ int bf_read_file(const char *path, size_t max, char **data, size_t *len, struct 
 		return bf_errf(err, "%s: cannot open: %s", path, strerror(errno));
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return bf_errf(err, "%s: not a regular file", path);
-	}
-	if ((uint64_t)st.st_size > max) {
-		close(fd);
-		return bf_errf(err, "%s: file is %lld bytes, more than the %zu allowed", path,
-			       (long long)st.st_size, max);
-	}
-	size_t n = (size_t)st.st_size, got = 0;
-	char *buf = bf_xmalloc(n + 1);
-	while (got < n) {
-		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			int e = r < 0 ? errno : EIO;
-			free(buf);
-			close(fd);
-			return bf_errf(err, "%s: read failed: %s", path, strerror(e));
-		}
-		got += (size_t)r;
-	}
+	int r;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		r = bf_errf(err, "%s: not a regular file", path);
+	else
+		r = bf_read_fd(fd, st.st_size, path, max, data, len, err);
 	close(fd);
-	buf[n] = 0;
-	*data = buf;
-	if (len)
-		*len = n;
-	return 0;
+	return r;
 }
 
 int bf_parse_size(const char *s, uint64_t *out)

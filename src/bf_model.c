@@ -183,34 +183,10 @@ static int read_confined(const char *dir, const char *root, const char *name, si
 	int r = open_confined(dir, root, name, &fd, &st, &path, err);
 	if (r <= 0)
 		return r;
-	if (st.st_size < 0 || (uint64_t)st.st_size > max) {
-		bf_errf(err, "%s: file is %lld bytes, more than the %zu allowed", path, (long long)st.st_size, max);
-		goto fail;
-	}
-	size_t n = (size_t)st.st_size, got = 0;
-	char *buf = bf_xmalloc(n + 1);
-	while (got < n) {
-		ssize_t k = pread(fd, buf + got, n - got, (off_t)got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			bf_errf(err, "%s: read failed: %s", path, k < 0 ? strerror(errno) : "file shrank");
-			free(buf);
-			goto fail;
-		}
-		got += (size_t)k;
-	}
-	buf[n] = 0;
+	r = bf_read_fd(fd, st.st_size, path, max, data, len, err);
 	close(fd);
 	free(path);
-	*data = buf;
-	if (len)
-		*len = n;
-	return 1;
-fail:
-	close(fd);
-	free(path);
-	return -1;
+	return r ? -1 : 1;
 }
 
 /* ---- model construction --------------------------------------------------------------------- */
