@@ -295,6 +295,15 @@ static void lru_remove(struct bf_centry *e)
 	e->prev = e->next = NULL;
 }
 
+/* A found entry gets one more reference and becomes the most recently used. c->lock held. */
+static void pin_and_touch(struct bf_cache *c, struct bf_centry *e)
+{
+	if (e->refs++ == 0)
+		c->pinned++;
+	lru_remove(e);
+	lru_push_front(c, e);
+}
+
 static void link_entry(struct bf_cache *c, struct bf_centry *e)
 {
 	size_t b = bucket_of(c, e->key);
@@ -489,10 +498,7 @@ struct bf_centry *bf_cache_lookup(struct bf_cache *c, uint64_t key, size_t size)
 	if (e && (e->size != size || e->state != CE_READY || e->status))
 		e = NULL;
 	if (e) {
-		if (e->refs++ == 0)
-			c->pinned++;
-		lru_remove(e);
-		lru_push_front(c, e);
+		pin_and_touch(c, e);
 		c->hits++;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -540,10 +546,7 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 		e = NULL;
 	}
 	if (e) {
-		if (e->refs++ == 0)
-			c->pinned++;
-		lru_remove(e);
-		lru_push_front(c, e);
+		pin_and_touch(c, e);
 		if (e->state == CE_READY)
 			c->hits++;
 		else

@@ -220,18 +220,28 @@ static void rbuf_free(void *p)
 	free(b);
 }
 
-static char *reply_buffer(size_t size)
+/* This thread's object under key, zero-allocated on first use (the key's destructor frees
+ * it). NULL when allocation fails, or is made to fail by BLENDFS_FAULT_ALLOC. */
+static void *thread_object(pthread_key_t key, size_t size)
 {
 	if (bf_fault_alloc())
 		return NULL;
-	struct rbuf *b = pthread_getspecific(buf_key);
-	if (!b) {
-		b = calloc(1, sizeof(*b));
-		if (!b || pthread_setspecific(buf_key, b)) {
-			free(b);
+	void *p = pthread_getspecific(key);
+	if (!p) {
+		p = calloc(1, size);
+		if (!p || pthread_setspecific(key, p)) {
+			free(p);
 			return NULL;
 		}
 	}
+	return p;
+}
+
+static char *reply_buffer(size_t size)
+{
+	struct rbuf *b = thread_object(buf_key, sizeof(*b));
+	if (!b)
+		return NULL;
 	if (size > b->cap) {
 		char *p = NULL;
 		if (posix_memalign((void **)&p, 4096, size))
@@ -254,17 +264,7 @@ static void pins_destroy(void *p)
 
 static struct bf_exec_pins *thread_pins(void)
 {
-	if (bf_fault_alloc())
-		return NULL;
-	struct bf_exec_pins *p = pthread_getspecific(pins_key);
-	if (!p) {
-		p = calloc(1, sizeof(*p));
-		if (!p || pthread_setspecific(pins_key, p)) {
-			free(p);
-			return NULL;
-		}
-	}
-	return p;
+	return thread_object(pins_key, sizeof(struct bf_exec_pins));
 }
 
 static void bf_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
