@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,6 +369,32 @@ struct merge_job {
 
 #define MERGE_PIECE (8u << 20)
 
+/* Record a failure: the first message wins, and every worker stops at its next step. */
+static void merge_fail(struct merge_job *j, int e, const char *fmt, ...)
+{
+	va_list ap;
+	pthread_mutex_lock(&j->lock);
+	if (!j->errmsg[0]) {
+		va_start(ap, fmt);
+		vsnprintf(j->errmsg, sizeof(j->errmsg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&j->lock);
+	atomic_store(&j->failed, e);
+}
+
+/* Run fn on up to nt threads (th has room for nt) and wait for them all. Returns how many
+ * started: 0 means none could. */
+static unsigned merge_run(void *(*fn)(void *), struct merge_job *j, pthread_t *th, unsigned nt)
+{
+	unsigned started = 0;
+	for (unsigned i = 0; i < nt; i++)
+		started += pthread_create(&th[started], NULL, fn, j) == 0;
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	return started;
+}
+
 /* Statistics first, one tensor per worker at a time: otherwise every worker would wait on the
  * one computing the statistics of the tensor they all reach together. */
 static void *merge_stats_worker(void *arg)
@@ -378,14 +405,8 @@ static void *merge_stats_worker(void *arg)
 		if (ti >= j->p->n_tensors || atomic_load(&j->failed))
 			break;
 		int r = bf_exec_prepare(j->x, ti);
-		if (r) {
-			pthread_mutex_lock(&j->lock);
-			if (!j->errmsg[0])
-				snprintf(j->errmsg, sizeof(j->errmsg), "statistics of %s failed: %s", j->p->tensors[ti].name,
-					 strerror(-r));
-			pthread_mutex_unlock(&j->lock);
-			atomic_store(&j->failed, -r);
-		}
+		if (r)
+			merge_fail(j, -r, "statistics of %s failed: %s", j->p->tensors[ti].name, strerror(-r));
 	}
 	return NULL;
 }
@@ -396,7 +417,7 @@ static void *merge_worker(void *arg)
 	uint64_t C = bf_exec_chunk_bytes(j->x);
 	char *buf = malloc(C);
 	if (!buf) {
-		atomic_store(&j->failed, ENOMEM);
+		merge_fail(j, ENOMEM, "no memory for a %llu-byte chunk buffer", (unsigned long long)C);
 		return NULL;
 	}
 	for (;;) {
@@ -427,12 +448,7 @@ static void *merge_worker(void *arg)
 			w += r > 0 ? r : 0;
 		}
 		if (e) {
-			pthread_mutex_lock(&j->lock);
-			if (!j->errmsg[0])
-				snprintf(j->errmsg, sizeof(j->errmsg), "%s %s failed: %s", what, j->p->shards[s].name,
-					 strerror(e));
-			pthread_mutex_unlock(&j->lock);
-			atomic_store(&j->failed, e);
+			merge_fail(j, e, "%s %s failed: %s", what, j->p->shards[s].name, strerror(e));
 			break;
 		}
 		atomic_fetch_add(&j->done_bytes, (uint64_t)n);
@@ -648,19 +664,15 @@ static int cmd_merge(int argc, char **argv)
 		pthread_mutex_init(&j.lock, NULL);
 		unsigned nt = c.threads ? c.threads : 1;
 		pthread_t *th = calloc(nt, sizeof(pthread_t)), prog;
-		bool progress = bf_log_get_level() >= BF_LOG_INFO;
-		if (progress)
-			pthread_create(&prog, NULL, merge_progress, &j);
-		for (unsigned i = 0; i < nt; i++)
-			pthread_create(&th[i], NULL, merge_stats_worker, &j);
-		for (unsigned i = 0; i < nt; i++)
-			pthread_join(th[i], NULL);
+		bool progress = bf_log_get_level() >= BF_LOG_INFO &&
+				pthread_create(&prog, NULL, merge_progress, &j) == 0;
+		/* statistics of every tensor first, then the chunks, on the same threads */
+		unsigned ran = th ? merge_run(merge_stats_worker, &j, th, nt) : 0;
 		atomic_store(&j.next, 0);
-		unsigned started = 0;
-		for (unsigned i = 0; i < nt && !atomic_load(&j.failed); i++)
-			started += pthread_create(&th[i], NULL, merge_worker, &j) == 0;
-		for (unsigned i = 0; i < started; i++)
-			pthread_join(th[i], NULL);
+		if (ran && !atomic_load(&j.failed))
+			ran = merge_run(merge_worker, &j, th, nt);
+		if (!ran)
+			merge_fail(&j, EAGAIN, "cannot start a worker thread");
 		atomic_store(&j.finished, 1);
 		if (progress)
 			pthread_join(prog, NULL);
