@@ -413,6 +413,19 @@ static void params(struct fz_in *in, struct str *y, const struct bf_method *m)
 	sp(y, "}");
 }
 
+/* "<indent>parameters: {...}" on a line of its own, or nothing when params() chose none. */
+static void params_key(struct fz_in *in, struct str *y, const struct bf_method *m, const char *indent)
+{
+	size_t mark = y->len;
+	sp(y, "%sparameters: ", indent);
+	size_t before = y->len;
+	params(in, y, m);
+	if (y->len == before)
+		y->len = mark;
+	else
+		sp(y, "\n");
+}
+
 static void layer_range(struct fz_in *in, struct str *y)
 {
 	uint32_t a = fz_below(in, 6), b = a + fz_below(in, 5);
@@ -440,14 +453,7 @@ static void gen_recipe(struct fz_in *in, struct str *y)
 			model_ref(in, y, fz_below(in, NMODELS));
 			sp(y, "\n");
 			if (fz_below(in, 4)) {
-				size_t mark = y->len;
-				sp(y, "    parameters: ");
-				size_t before = y->len;
-				params(in, y, m);
-				if (y->len == before)
-					y->len = mark; /* no parameters after all */
-				else
-					sp(y, "\n");
+				params_key(in, y, m, "    ");
 			}
 		}
 	} else {
@@ -462,38 +468,17 @@ static void gen_recipe(struct fz_in *in, struct str *y)
 				sp(y, "\n        layer_range: ");
 				layer_range(in, y);
 				sp(y, "\n");
-				size_t mark = y->len;
-				sp(y, "        parameters: ");
-				size_t before = y->len;
-				params(in, y, m);
-				if (y->len == before)
-					y->len = mark;
-				else
-					sp(y, "\n");
+				params_key(in, y, m, "        ");
 			}
 			if (!fz_below(in, 4)) {
 				sp(y, "    base_model: ");
 				model_ref(in, y, fz_below(in, NMODELS));
 				sp(y, "\n");
 			}
-			size_t mark = y->len;
-			sp(y, "    parameters: ");
-			size_t before = y->len;
-			params(in, y, m);
-			if (y->len == before)
-				y->len = mark;
-			else
-				sp(y, "\n");
+			params_key(in, y, m, "    ");
 		}
 	}
-	size_t mark = y->len;
-	sp(y, "parameters: ");
-	size_t before = y->len;
-	params(in, y, m);
-	if (y->len == before)
-		y->len = mark;
-	else
-		sp(y, "\n");
+	params_key(in, y, m, "");
 	const char *d = dtypes[fz_below(in, 4)], *od = dtypes[fz_below(in, 4)];
 	if (d)
 		sp(y, "dtype: %s\n", d);

@@ -402,6 +402,16 @@ def structural_tensor(task, outv, dt, tol=1.0):
             Sv[i] = F32(vals[k])
         return Sv
 
+    def s_range(i, Sx, post, bad, best):
+        """(factor, its L1 estimate, lowest and highest factor the inferred masks allow) of model i."""
+        s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
+        if asum[i] < 1e-7 or bmass < 1e-7:
+            return (float(Sx[i]), 1.0, 1.0, 1.0)
+        sb = math.sqrt(vmass)
+        slack = 2 * RESCALE_REL_TOL * s_l1
+        return (float(Sx[i]), s_l1, asum[i] / (bmass + 4 * sb) - slack,
+                asum[i] / max(bmass - 4 * sb, 1e-30) + slack)
+
     # 1. rescale factors
     S = [F32(1.0 / dens[i]) if (rescale and 0 < dens[i] < 1) else F32(1) for i in range(n)]
     if free:
@@ -511,15 +521,6 @@ def structural_tensor(task, outv, dt, tol=1.0):
                 nxt[i] = F32(l1_estimate(i, map_masks, bad, best, d64, deltas, carr, asum)[0])
             return count_ok(Sx, rel_final), okl, nxt
 
-        def s_range(i, Sx, post, bad, best):
-            s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
-            if asum[i] < 1e-7 or bmass < 1e-7:
-                return (float(Sx[i]), 1.0, 1.0, 1.0)
-            sb = math.sqrt(vmass)
-            slack = 2 * RESCALE_REL_TOL * s_l1
-            return (float(Sx[i]), s_l1, asum[i] / (bmass + 4 * sb) - slack,
-                    asum[i] / max(bmass - 4 * sb, 1e-30) + slack)
-
         c_cur, ok_cur, nxt = l1_state(S)
         if not ok_cur:
             best_state = (c_cur, ok_cur, S)
@@ -537,15 +538,6 @@ def structural_tensor(task, outv, dt, tol=1.0):
                         best_state = (c, okl, Sx)
                     Sx = nx
             S = best_state[2]
-    else:
-        def s_range(i, Sx, post, bad, best):
-            s_l1, bmass, vmass = l1_estimate(i, post, bad, best, d64, deltas, carr, asum)
-            if asum[i] < 1e-7 or bmass < 1e-7:
-                return (float(Sx[i]), 1.0, 1.0, 1.0)
-            sb = math.sqrt(vmass)
-            slack = 2 * RESCALE_REL_TOL * s_l1
-            return (float(Sx[i]), s_l1, asum[i] / (bmass + 4 * sb) - slack,
-                    asum[i] / max(bmass - 4 * sb, 1e-30) + slack)
     # 2. final fit: every element needs a mask combination within tolerance
     err, _ = fit(S, rel_final)
     ok = err <= tol
