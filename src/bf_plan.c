@@ -1257,6 +1257,7 @@ int bf_plan_build(struct bf_recipe *recipe, const struct bf_plan_opts *opts, str
 {
 	struct bf_plan *p = bf_xcalloc(1, sizeof(*p));
 	struct ctx c = { .p = p, .r = recipe, .err = err };
+	int rc = -1;
 	p->recipe = recipe;
 	p->seed = opts->has_seed ? opts->seed : recipe->has_seed ? recipe->seed : 0;
 	p->recipe_hash = XXH3_64bits_withSeed(recipe->text, recipe->text_len, p->seed);
@@ -1265,11 +1266,12 @@ int bf_plan_build(struct bf_recipe *recipe, const struct bf_plan_opts *opts, str
 	if (!c.m) {
 		const char *names[64];
 		char list[512] = "";
-		for (size_t i = 0; i < bf_n_methods && i < 64; i++) {
+		size_t nn = bf_n_methods < 64 ? bf_n_methods : 64;
+		for (size_t i = 0; i < nn; i++) {
 			names[i] = bf_methods[i]->name;
 			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "", names[i]);
 		}
-		const char *sug = bf_suggest(recipe->merge_method, names, bf_n_methods);
+		const char *sug = bf_suggest(recipe->merge_method, names, nn);
 		bf_errf(err, "%s:%d:%d: unknown merge_method '%s'%s%s%s; blendfs knows: %s", recipe->path,
 			recipe->method_pos.line, recipe->method_pos.col, recipe->merge_method,
 			sug ? " (did you mean '" : "", sug ? sug : "", sug ? "'?)" : "", list);
@@ -1331,18 +1333,11 @@ int bf_plan_build(struct bf_recipe *recipe, const struct bf_plan_opts *opts, str
 	if (build_small_files(&c))
 		goto fail;
 
-	for (size_t i = 0; i < p->n_models; i++) {
-		free(c.mi[i].prefix);
-		free(c.mi[i].other_prefix);
-	}
-	free(c.mi);
-	for (size_t s = 0; s < c.n_slices; s++)
-		free(c.slices[s].src);
-	free(c.slices);
 	*out = p;
-	return 0;
+	p = NULL;
+	rc = 0;
 fail:
-	for (size_t i = 0; i < p->n_models; i++) {
+	for (size_t i = 0; i < c.p->n_models; i++) {
 		free(c.mi[i].prefix);
 		free(c.mi[i].other_prefix);
 	}
@@ -1350,8 +1345,8 @@ fail:
 	for (size_t s = 0; s < c.n_slices; s++)
 		free(c.slices[s].src);
 	free(c.slices);
-	bf_plan_free(p);
-	return -1;
+	bf_plan_free(p); /* NULL once handed to the caller */
+	return rc;
 }
 
 void bf_plan_free(struct bf_plan *p)
