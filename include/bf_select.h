@@ -5,9 +5,11 @@
  * value is mapped to a 32-bit key whose unsigned order is the wanted order (|x| ascending:
  * the f32 bits of |x|; descending: their complement), and ties are broken by the flat index,
  * i.e. a STABLE sort. A radix select then finds the (key, index) pair of rank R:
- *   pass 1: histogram of the top 16 key bits      -> the bucket holding rank R
- *   pass 2: histogram of the low 16 bits there    -> the exact key
- *   pass 3: count equal keys in index order       -> the index of rank R among them
+ *   pass 1: histogram of the top 16 key bits      -> the bucket holding rank R, and its size
+ *   pass 2: collect that bucket's elements         -> in memory: the exact key, and the index of
+ *                                                    rank R among the elements equal to it
+ * (a bucket too large to collect is counted by its low 16 bits instead, and a third pass finds
+ * the index among equal keys; bf_select.c also has a one-pass direct count for bf16 deltas)
  * "rank(x, i) < R"  <=>  (key(x), i) < (key*, i*)  lexicographically, so a chunk can test any
  * element on its own afterwards. R >= n selects everything, R == 0 nothing.
  *
@@ -26,15 +28,21 @@
 
 struct bf_select_map;
 
+#define BF_SELECT_DONE 5
+
 struct bf_select {
 	uint64_t rank;        /* wanted rank R (0-based) */
-	int pass;             /* internal state; >= 4 = done */
+	int pass;             /* internal state; BF_SELECT_DONE = done */
 	bool overflow;        /* too many distinct keys for the table */
 	bool failed;          /* allocation failure */
 	bool value_only;      /* only the key is wanted (no tie pass) */
 	uint32_t hi;          /* radix: selected top 16 bits */
 	uint32_t key;         /* the selected key */
 	uint64_t need;        /* rank still to go among elements equal to the key */
+	uint64_t total;       /* element count of the tensor */
+	uint16_t *col_lo;     /* collect pass: low 16 key bits of the bucket's elements ... */
+	uint32_t *col_idx;    /* ... and their flat indices, in index order */
+	uint64_t col_n, col_cap;
 	uint64_t *hist;       /* radix: 65536 counters */
 	struct bf_select_map *map;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
@@ -51,16 +59,20 @@ static inline uint32_t bf_key_float_asc(float x)
 	return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* Largest top-bits bucket collected in memory (elements); tests lower it to reach the
+ * counting route. Not thread-safe to change while selections run. */
+extern uint64_t bf_select_collect_max;
+
 /* total: the element count of the whole tensor. Returns -1 on allocation failure. */
 int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total);
 void bf_select_free(struct bf_select *s);
 /* Feed keys[0..n) for flat indices idx0.. (consecutive calls must cover the tensor in order). */
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n);
 void bf_select_next_pass(struct bf_select *s);
-static inline bool bf_select_done(const struct bf_select *s) { return s->pass >= 4; }
+static inline bool bf_select_done(const struct bf_select *s) { return s->pass == BF_SELECT_DONE; }
 static inline bool bf_select_failed(const struct bf_select *s) { return s->failed; }
 /* Nothing more to learn in this pass (done, or the direct count gave up): streaming may stop. */
-static inline bool bf_select_idle(const struct bf_select *s) { return s->pass >= 4 || (s->pass == 0 && s->overflow); }
+static inline bool bf_select_idle(const struct bf_select *s) { return s->pass == BF_SELECT_DONE || (s->pass == 0 && s->overflow); }
 /* After done: is (key, idx) ranked before R? */
 static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint64_t idx)
 {

@@ -25,16 +25,22 @@ static uint64_t xs(void)
 }
 
 /* select rank R over keys fed in blocks of `blk`, then check the predicate against the sort */
+static int g_passes; /* streaming passes the last check() made */
+
 static int check(const uint32_t *keys, uint32_t n, uint64_t R, size_t blk)
 {
 	struct bf_select s;
 	if (bf_select_init(&s, R, n))
 		return 0;
+	g_passes = 0;
 	while (!bf_select_done(&s)) {
 		for (size_t o = 0; o < n; o += blk)
 			bf_select_feed(&s, keys + o, o, n - o < blk ? n - o : blk);
 		bf_select_next_pass(&s);
+		g_passes++;
 	}
+	if (bf_select_failed(&s))
+		return 0;
 	uint32_t *perm = malloc(n * sizeof(uint32_t));
 	for (uint32_t i = 0; i < n; i++)
 		perm[i] = i;
@@ -55,7 +61,11 @@ BF_TEST(random_keys_every_rank_shape)
 {
 	uint32_t n = 5000;
 	uint32_t *k = malloc(n * sizeof(uint32_t));
-	for (int trial = 0; trial < 60; trial++) {
+	uint64_t dflt = bf_select_collect_max;
+	for (int trial = 0; trial < 180; trial++) {
+		/* the radix path collects the selected bucket in memory, unless it is larger than
+		 * bf_select_collect_max: then it counts low bits and runs a tie pass */
+		bf_select_collect_max = trial < 60 ? dflt : trial < 120 ? 0 : 40;
 		/* wide keys, heavy ties (few distinct values), ties within one top bucket (all three take
 		 * the radix path), then keys shaped like bf16 task-vector magnitudes, ascending and
 		 * descending (the direct-count path) */
@@ -73,6 +83,32 @@ BF_TEST(random_keys_every_rank_shape)
 	EXPECT(check(k, n, 0, 100));   /* nothing below */
 	EXPECT(check(k, n, n, 100));   /* everything below */
 	EXPECT(check(k, n, n - 1, 64));
+	bf_select_collect_max = dflt;
+	free(k);
+}
+
+BF_TEST(radix_collect_pass_count)
+{
+	/* keys that break the direct pattern at once: pass 0 gives up, pass 1 counts the top 16 bits,
+	 * pass 2 collects the bucket (here 1000 equal keys among 4000) and settles key and index */
+	uint32_t n = 4000;
+	uint32_t *k = malloc(n * sizeof(uint32_t));
+	for (uint32_t i = 0; i < n; i++)
+		k[i] = i % 4 == 1 ? 0x40001234u : (uint32_t)xs() | 1u;
+	uint64_t dflt = bf_select_collect_max;
+	for (uint64_t R = 0; R <= n; R += 97) {
+		EXPECT(check(k, n, R, 512));
+		EXPECT(g_passes <= 3);
+	}
+	/* a bucket over the limit takes the counting route: hi, lo, then a tie pass */
+	bf_select_collect_max = 999;
+	int worst = 0;
+	for (uint64_t R = 0; R <= n; R += 97) {
+		EXPECT(check(k, n, R, 512));
+		worst = g_passes > worst ? g_passes : worst;
+	}
+	EXPECT(worst == 4);
+	bf_select_collect_max = dflt;
 	free(k);
 }
 
@@ -108,6 +144,7 @@ BF_TEST(magnitude_keys_order)
 int main(void)
 {
 	RUN(random_keys_every_rank_shape);
+	RUN(radix_collect_pass_count);
 	RUN(magnitude_keys_order);
 	return bf_test_report();
 }
