@@ -3,6 +3,7 @@
  * run time only on CPUs that have both. Each loop ends with the reference for its tail. */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "bf_kern.h"
@@ -251,7 +252,63 @@ static inline void mulhilo8(__m256i a, __m256i m, __m256i *hi, __m256i *lo)
 	*hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-/* Philox4x32-10 for 8 counters at once (32 uniforms); exactly bf_philox4x32_10 per lane */
+/* Eight Philox states, one per lane: words c0..c3 of counters g .. g+7 */
+struct philox8 {
+	__m256i c0, c1, c2, c3;
+};
+
+static inline void philox8_start(struct philox8 *p, uint64_t g, uint32_t name_lo, uint32_t name_hi)
+{
+	if ((uint32_t)g <= UINT32_MAX - 7) {
+		/* no carry into the high word inside the group: plain lane offsets */
+		p->c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+		p->c1 = _mm256_set1_epi32((int)(uint32_t)(g >> 32));
+	} else {
+		uint32_t lo[8], hi[8];
+		for (int l = 0; l < 8; l++) {
+			lo[l] = (uint32_t)(g + (uint64_t)l);
+			hi[l] = (uint32_t)((g + (uint64_t)l) >> 32);
+		}
+		p->c0 = _mm256_loadu_si256((const __m256i *)lo);
+		p->c1 = _mm256_loadu_si256((const __m256i *)hi);
+	}
+	p->c2 = _mm256_set1_epi32((int)name_lo);
+	p->c3 = _mm256_set1_epi32((int)name_hi);
+}
+
+static inline void philox8_round(struct philox8 *p, __m256i k0, __m256i k1)
+{
+	const __m256i M0 = _mm256_set1_epi32((int)0xD2511F53u), M1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+	__m256i h0, l0, h1, l1;
+	mulhilo8(p->c0, M0, &h0, &l0);
+	mulhilo8(p->c2, M1, &h1, &l1);
+	p->c0 = _mm256_xor_si256(_mm256_xor_si256(h1, p->c1), k0);
+	p->c1 = l1;
+	p->c2 = _mm256_xor_si256(_mm256_xor_si256(h0, p->c3), k1);
+	p->c3 = l0;
+}
+
+/* Uniforms of the 8 blocks, in element order: out[4 * lane + word] (a 4x8 transpose) */
+static inline void philox8_store(const struct philox8 *p, float *out)
+{
+	const __m256 scale = _mm256_set1_ps(0x1p-24f);
+	__m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c0, 8)), scale);
+	__m256 w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c1, 8)), scale);
+	__m256 w2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c2, 8)), scale);
+	__m256 w3 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c3, 8)), scale);
+	__m256 t0 = _mm256_unpacklo_ps(w0, w1), t1 = _mm256_unpackhi_ps(w0, w1);
+	__m256 t2 = _mm256_unpacklo_ps(w2, w3), t3 = _mm256_unpackhi_ps(w2, w3);
+	/* u0: blocks 0 | 4, u1: 1 | 5, u2: 2 | 6, u3: 3 | 7 */
+	__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+	__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+	_mm256_storeu_ps(out, _mm256_permute2f128_ps(u0, u1, 0x20));
+	_mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+	_mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+	_mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+}
+
+/* Philox4x32-10 for 16 counters at once (64 uniforms), exactly bf_philox4x32_10 per lane. Two
+ * independent groups of 8 are interleaved: one group alone waits on each round's multiply. */
 static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			     float *out)
 {
@@ -266,39 +323,20 @@ static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t n
 		j += head;
 		i += head;
 	}
-	const __m256i M0 = _mm256_set1_epi32((int)0xD2511F53u), M1 = _mm256_set1_epi32((int)0xCD9E8D57u);
-	for (; j + 32 <= n; j += 32, i += 32) {
-		uint64_t g = i >> 2;
-		uint32_t lo[8], hi_[8];
-		for (int l = 0; l < 8; l++) {
-			lo[l] = (uint32_t)(g + (uint64_t)l);
-			hi_[l] = (uint32_t)((g + (uint64_t)l) >> 32);
-		}
-		__m256i c0 = _mm256_loadu_si256((const __m256i *)lo), c1 = _mm256_loadu_si256((const __m256i *)hi_);
-		__m256i c2 = _mm256_set1_epi32((int)name_lo), c3 = _mm256_set1_epi32((int)name_hi);
+	for (; j + 64 <= n; j += 64, i += 64) {
+		struct philox8 a, b;
+		philox8_start(&a, i >> 2, name_lo, name_hi);
+		philox8_start(&b, (i >> 2) + 8, name_lo, name_hi);
 		uint32_t k0 = key[0], k1 = key[1];
 		for (int r = 0; r < 10; r++) {
-			__m256i h0, l0, h1, l1;
-			mulhilo8(c0, M0, &h0, &l0);
-			mulhilo8(c2, M1, &h1, &l1);
-			__m256i n0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32((int)k0));
-			__m256i n2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32((int)k1));
-			c0 = n0;
-			c1 = l1;
-			c2 = n2;
-			c3 = l0;
+			__m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
+			philox8_round(&a, vk0, vk1);
+			philox8_round(&b, vk0, vk1);
 			k0 += 0x9E3779B9u;
 			k1 += 0xBB67AE85u;
 		}
-		const __m256 scale = _mm256_set1_ps(0x1p-24f);
-		float w[4][8];
-		_mm256_storeu_ps(w[0], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c0, 8)), scale));
-		_mm256_storeu_ps(w[1], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c1, 8)), scale));
-		_mm256_storeu_ps(w[2], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c2, 8)), scale));
-		_mm256_storeu_ps(w[3], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(c3, 8)), scale));
-		for (int l = 0; l < 8; l++)
-			for (int q = 0; q < 4; q++)
-				out[j + 4 * (size_t)l + (size_t)q] = w[q][l];
+		philox8_store(&a, out + j);
+		philox8_store(&b, out + j + 32);
 	}
 	if (j < n)
 		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
@@ -322,6 +360,28 @@ static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
 		}
 }
 
+static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
+{
+	const __m128 abs = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+	__m256d va = _mm256_setzero_pd(), vb = _mm256_setzero_pd();
+	size_t e = 0;
+	for (; e + 4 <= n; e += 4) {
+		__m128 x = _mm_loadu_ps(d + e);
+		__m128 xm = _mm_mul_ps(x, _mm_loadu_ps(mask + e));
+		va = _mm256_add_pd(va, _mm256_cvtps_pd(_mm_and_ps(x, abs)));
+		vb = _mm256_add_pd(vb, _mm256_cvtps_pd(_mm_and_ps(xm, abs)));
+	}
+	double sa[4], sb[4];
+	_mm256_storeu_pd(sa, va);
+	_mm256_storeu_pd(sb, vb);
+	for (; e < n; e++) {
+		sa[e & 3] = sa[e & 3] + (double)fabsf(d[e]);
+		sb[e & 3] = sb[e & 3] + (double)fabsf(d[e] * mask[e]);
+	}
+	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
+	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
@@ -329,7 +389,7 @@ static const struct bf_kern kern_avx2 = {
 	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
 	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
-	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64,
+	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the

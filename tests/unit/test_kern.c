@@ -291,8 +291,8 @@ BF_TEST(philox_block)
 		uint32_t key[2] = { r32(), r32() };
 		uint32_t nl = r32(), nh = r32();
 		uint64_t i0 = round < 9 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 64;
-		size_t n = 1 + r32() % 150;
-		float a[200], b[200];
+		size_t n = 1 + r32() % 300; /* head, 64-wide blocks, tail */
+		float a[300], b[300];
 		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
 		simd->philox_uniform(key, nl, nh, i0, n, b);
 		EXPECT(memcmp(a, b, n * 4) == 0);
@@ -326,6 +326,34 @@ BF_TEST(dots)
 	}
 }
 
+BF_TEST(l1_pair)
+{
+	if (!simd)
+		return;
+	for (int round = 0; round < 100; round++) {
+		size_t n = 1 + r32() % 300;
+		float *d = malloc(n * 4), *m = malloc(n * 4);
+		for (size_t e = 0; e < n; e++) {
+			d[e] = (float)((int)(r32() % 20001) - 10000) / 997.0f;
+			m[e] = r32() % 3 ? 1.0f : 0.0f;
+		}
+		double a1 = 0.5, b1 = 0.25, a2 = 0.5, b2 = 0.25;
+		bf_kern_ref.l1_pair(d, m, n, &a1, &b1);
+		simd->l1_pair(d, m, n, &a2, &b2);
+		EXPECT(memcmp(&a1, &a2, 8) == 0 && memcmp(&b1, &b2, 8) == 0);
+		/* against plain sums (the same to rounding), added to what was there */
+		double pa = 0.5, pb = 0.25;
+		for (size_t e = 0; e < n; e++) {
+			pa += fabs((double)d[e]);
+			pb += m[e] ? fabs((double)d[e]) : 0.0;
+		}
+		EXPECT_NEAR(a1, pa, 1e-9 * pa);
+		EXPECT_NEAR(b1, pb, 1e-9 * (pb > 1 ? pb : 1));
+		free(d);
+		free(m);
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -353,6 +381,7 @@ int main(void)
 	RUN(consensus_and_topk);
 	RUN(philox_block);
 	RUN(dots);
+	RUN(l1_pair);
 	RUN(reference_values);
 	return bf_test_report();
 }
