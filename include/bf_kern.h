@@ -49,6 +49,10 @@ struct bf_kern {
 	 * in double (exact), summed into 4 accumulators by e % 4 in index order, which are added
 	 * as (a0 + a1) + (a2 + a3) at the end of the call. */
 	void (*dots_f64)(const float *const *v, int k, size_t n, double *g);
+	/* L1 norms for DARE/DELLA rescaling: *a += sum |d[e]|, *b += sum |d[e] * mask[e]| (the
+	 * product in f32), each term widened to double and summed like dots_f64 (4 accumulators by
+	 * e % 4, added as (a0 + a1) + (a2 + a3) at the end of the call). */
+	void (*l1_pair)(const float *d, const float *mask, size_t n, double *a, double *b);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
 	 * in struct bf_rng). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

@@ -1,4 +1,5 @@
 /* bf_kern.c: scalar reference primitives and run-time selection (see bf_kern.h). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,6 +142,17 @@ static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
 		}
 }
 
+static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
+{
+	double sa[4] = { 0, 0, 0, 0 }, sb[4] = { 0, 0, 0, 0 };
+	for (size_t e = 0; e < n; e++) {
+		sa[e & 3] = sa[e & 3] + (double)fabsf(d[e]);
+		sb[e & 3] = sb[e & 3] + (double)fabsf(d[e] * mask[e]);
+	}
+	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
+	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -149,7 +161,7 @@ const struct bf_kern bf_kern_ref = {
 	.lin2 = ref_lin2,
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
-	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64,
+	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

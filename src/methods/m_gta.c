@@ -271,13 +271,8 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 			int r = gta_mask(st, i, d, e0, n, mask);
 			if (r)
 				return r;
-			double a = 0, b = 0;
-			for (size_t e = 0; e < n; e++) {
-				a += fabsf(d[e]);
-				b += fabsf(d[e] * mask[e]);
-			}
-			ps->a[i] += a;
-			ps->b[i] += b;
+			/* partial sums per block (blocks do not depend on chunk size or threads) */
+			bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
 		}
 	}
 	/* every selection of this pass is settled (tie passes end early) */
