@@ -428,12 +428,13 @@ static int gta_kernel(const struct bf_kargs *a)
 		for (uint32_t i = 0; i < n; i++)
 			w[i] = st->m[i].w;
 		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
-		for (size_t e = 0; e < cnt; e++)
-			if (den[e] == 0.0f)
-				den[e] = 1.0f;
-		if (st->normalize)
+		/* two plain loops (a select, not a branch) so that both vectorise */
+		if (st->normalize) {
+			for (size_t e = 0; e < cnt; e++)
+				den[e] = den[e] == 0.0f ? 1.0f : den[e];
 			for (size_t e = 0; e < cnt; e++)
 				out[e] = out[e] / den[e];
+		}
 	} else {
 		/* no consensus: the divisor is one number, and everything vectorises */
 		float den = 0.0f;
