@@ -21,6 +21,7 @@
  * element equal to the selected key, in index order (the stable tie-break), stopping as soon as
  * it has it; it is skipped when no tie needs breaking or when only the key is wanted (quantiles).
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "bf_select.h"
@@ -38,6 +39,33 @@ enum { P_MAP = 0, P_RADIX_HI = 1, P_RADIX_LO = 2, P_COLLECT = 3, P_TIE = 4, P_DO
  * (daemon memory outside the chunk cache is budgeted at 64 MiB, and a tensor usually has a few
  * selections at once). Typical buckets hold 0.1-10% of a tensor. */
 uint64_t bf_select_collect_max = (uint64_t)1 << 22;
+
+/* Bytes of collect buffers alive in the process: selections run concurrently (several models of
+ * a tensor, several tensors on several threads), and the daemon's memory outside the chunk cache
+ * is budgeted at 64 MiB. A selection that would go over takes the counting route instead. */
+#define COLLECT_BUDGET ((uint64_t)32 << 20)
+static _Atomic uint64_t collect_bytes;
+
+static bool collect_reserve(uint64_t bytes)
+{
+	uint64_t cur = atomic_load(&collect_bytes);
+	do {
+		if (cur + bytes > COLLECT_BUDGET)
+			return false;
+	} while (!atomic_compare_exchange_weak(&collect_bytes, &cur, cur + bytes));
+	return true;
+}
+
+static void collect_release(struct bf_select *s)
+{
+	if (s->col_cap) /* reserved by start_collect */
+		atomic_fetch_sub(&collect_bytes, s->col_cap * (sizeof(uint16_t) + sizeof(uint32_t)));
+	free(s->col_lo);
+	free(s->col_idx);
+	s->col_lo = NULL;
+	s->col_idx = NULL;
+	s->col_cap = 0;
+}
 
 struct bf_select_map {
 	uint32_t counts[1u << DIRECT_BITS]; /* 512 KiB: stays in L2 (tensors of < 2^32 elements) */
@@ -74,12 +102,9 @@ void bf_select_free(struct bf_select *s)
 {
 	free(s->hist);
 	free(s->map);
-	free(s->col_lo);
-	free(s->col_idx);
 	s->hist = NULL;
 	s->map = NULL;
-	s->col_lo = NULL;
-	s->col_idx = NULL;
+	collect_release(s);
 }
 
 #define SIG_MASK (0x80000000u | ((1u << DIRECT_SHIFT) - 1))
@@ -178,17 +203,16 @@ static void key_found(struct bf_select *s, uint64_t count_of_key)
 /* Buffers for the bucket's `count` elements (count >= 1: the bucket holds rank R). */
 static bool start_collect(struct bf_select *s, uint64_t count)
 {
+	if (!collect_reserve(count * (sizeof(uint16_t) + sizeof(uint32_t))))
+		return false; /* not fatal: the counting route needs no buffer */
+	s->col_cap = count;
+	s->col_n = 0;
 	s->col_lo = malloc(count * sizeof(uint16_t));
 	s->col_idx = malloc(count * sizeof(uint32_t));
 	if (!s->col_lo || !s->col_idx) {
-		free(s->col_lo);
-		free(s->col_idx);
-		s->col_lo = NULL;
-		s->col_idx = NULL;
-		return false; /* not fatal: the counting route needs no buffer */
+		collect_release(s);
+		return false;
 	}
-	s->col_cap = count;
-	s->col_n = 0;
 	return true;
 }
 
@@ -232,10 +256,7 @@ static void finish_collect(struct bf_select *s)
 			}
 	}
 	s->pass = P_DONE;
-	free(s->col_lo);
-	free(s->col_idx);
-	s->col_lo = NULL;
-	s->col_idx = NULL;
+	collect_release(s);
 }
 
 void bf_select_next_pass(struct bf_select *s)

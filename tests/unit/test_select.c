@@ -112,6 +112,51 @@ BF_TEST(radix_collect_pass_count)
 	free(k);
 }
 
+BF_TEST(collect_budget_shared)
+{
+	/* eight selections fed side by side, each collecting a 1.6M-element bucket (9.6 MB): the
+	 * process-wide collect budget (32 MiB) lets the first three collect, the rest count low
+	 * bits and run a tie pass; every one must still select exactly */
+	uint32_t n = 2000000;
+	uint32_t *k = malloc(n * sizeof(uint32_t)), *perm = malloc(n * sizeof(uint32_t));
+	for (uint32_t i = 0; i < n; i++) {
+		k[i] = i % 5 ? 0x40001234u : (uint32_t)xs() | 1u;
+		perm[i] = i;
+	}
+	g_keys = k;
+	qsort(perm, n, sizeof(uint32_t), cmp_stable);
+	enum { NS = 8 };
+	struct bf_select s[NS];
+	int passes[NS] = { 0 };
+	for (int j = 0; j < NS; j++)
+		EXPECT(bf_select_init(&s[j], 400000 + 120000 * (uint64_t)j + 7, n) == 0);
+	for (int round = 0; round < 6; round++) {
+		for (int j = 0; j < NS; j++)
+			if (!bf_select_done(&s[j])) {
+				passes[j]++; /* streaming passes that fed it */
+				for (uint32_t o = 0; o < n; o += 65536)
+					bf_select_feed(&s[j], k + o, o, n - o < 65536 ? n - o : 65536);
+			}
+		for (int j = 0; j < NS; j++)
+			if (!bf_select_done(&s[j]))
+				bf_select_next_pass(&s[j]);
+	}
+	int collected = 0;
+	for (int j = 0; j < NS; j++) {
+		EXPECT(bf_select_done(&s[j]) && !bf_select_failed(&s[j]));
+		collected += passes[j] == 3;
+		EXPECT(passes[j] == 3 || passes[j] == 4);
+		uint64_t R = 400000 + 120000 * (uint64_t)j + 7, bad = 0;
+		for (uint32_t r = 0; r < n; r++)
+			bad += bf_select_below(&s[j], k[perm[r]], perm[r]) != (r < R);
+		EXPECT(bad == 0);
+		bf_select_free(&s[j]);
+	}
+	EXPECT(collected == 3);
+	free(k);
+	free(perm);
+}
+
 BF_TEST(magnitude_keys_order)
 {
 	/* |x| ascending and descending key maps, with -0.0 == 0.0 and ties by index */
@@ -145,6 +190,7 @@ int main(void)
 {
 	RUN(random_keys_every_rank_shape);
 	RUN(radix_collect_pass_count);
+	RUN(collect_budget_shared);
 	RUN(magnitude_keys_order);
 	return bf_test_report();
 }
