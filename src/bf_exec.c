@@ -272,24 +272,12 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 	return inputs_fresh(x, t);
 }
 
-static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
+/* Compute the statistics of tensor ti, which the caller has marked ST_COMPUTING, and publish
+ * them (or the failure) to every waiter. */
+static int compute_stats(struct bf_exec *x, size_t ti, const void **stats)
 {
 	const struct bf_otensor *t = &x->p->tensors[ti];
 	struct tstate *s = &x->ts[ti];
-	*stats = NULL;
-	if (!t->method->stats)
-		return 0;
-	pthread_mutex_lock(&x->lock);
-	while (s->state == ST_COMPUTING)
-		pthread_cond_wait(&x->cond, &x->lock);
-	if (s->state == ST_DONE) {
-		*stats = s->stats;
-		pthread_mutex_unlock(&x->lock);
-		return 0;
-	}
-	s->state = ST_COMPUTING;
-	pthread_mutex_unlock(&x->lock);
-
 	struct bf_stream st = { x };
 	void *out = NULL;
 	uint64_t t0 = bf_now_ns();
@@ -302,12 +290,61 @@ static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
 	} else {
 		s->state = ST_DONE;
 		s->stats = out;
-		*stats = out;
+		if (stats)
+			*stats = out;
 		atomic_fetch_add(&x->stats_done, 1);
 	}
 	pthread_cond_broadcast(&x->cond);
 	pthread_mutex_unlock(&x->lock);
 	return r;
+}
+
+static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off);
+
+/* A thread about to sleep until another finishes tensor ti's statistics computes those of the
+ * next tensor in the file that has none yet instead: a sequential reader needs them soon, and
+ * the statistics passes of ties, dare or della dominate, so two threads preparing two tensors
+ * keep both cores busy where one computing and one sleeping left a core idle. Returns whether
+ * it did any work (then the caller re-checks ti). Called without x->lock. */
+static bool help_with_stats(struct bf_exec *x, size_t ti)
+{
+	const struct bf_otensor *t = &x->p->tensors[ti];
+	long nt = next_stats_tensor(x, t->shard, t->file_off + t->nbytes);
+	if (nt < 0)
+		return false;
+	pthread_mutex_lock(&x->lock);
+	bool mine = x->ts[nt].state == ST_NONE;
+	if (mine)
+		x->ts[nt].state = ST_COMPUTING;
+	pthread_mutex_unlock(&x->lock);
+	if (mine)
+		compute_stats(x, (size_t)nt, NULL); /* a failure is retried by whoever needs nt */
+	return mine;
+}
+
+static int ensure_stats(struct bf_exec *x, size_t ti, const void **stats)
+{
+	const struct bf_otensor *t = &x->p->tensors[ti];
+	struct tstate *s = &x->ts[ti];
+	*stats = NULL;
+	if (!t->method->stats)
+		return 0;
+	pthread_mutex_lock(&x->lock);
+	while (s->state == ST_COMPUTING) {
+		pthread_mutex_unlock(&x->lock);
+		bool helped = help_with_stats(x, ti);
+		pthread_mutex_lock(&x->lock);
+		if (!helped && s->state == ST_COMPUTING)
+			pthread_cond_wait(&x->cond, &x->lock);
+	}
+	if (s->state == ST_DONE) {
+		*stats = s->stats;
+		pthread_mutex_unlock(&x->lock);
+		return 0;
+	}
+	s->state = ST_COMPUTING;
+	pthread_mutex_unlock(&x->lock);
+	return compute_stats(x, ti, stats);
 }
 
 int bf_exec_prepare(struct bf_exec *x, size_t ti)
