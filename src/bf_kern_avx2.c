@@ -342,8 +342,36 @@ static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t n
 		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
 }
 
+/* Tail and final sum of one pair, from its four lanes: the reference's order exactly. */
+static void dots_pair_finish(__m256d acc, const float *x, const float *y, size_t e, size_t n, double *g)
+{
+	double a[4];
+	_mm256_storeu_pd(a, acc);
+	for (; e < n; e++)
+		a[e & 3] = a[e & 3] + (double)x[e] * (double)y[e];
+	*g += (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+/* Two vectors (slerp's norms and dot product) in one pass with the three accumulators in
+ * registers: each element is loaded and widened once instead of three times. Each pair keeps
+ * its own four lanes, added to in element order, so the sums are the reference's bit for bit.
+ * Other k go pair by pair. */
 static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
 {
+	if (k == 2) {
+		__m256d aa = _mm256_setzero_pd(), ab = _mm256_setzero_pd(), bb = _mm256_setzero_pd();
+		size_t e = 0;
+		for (; e + 4 <= n; e += 4) {
+			__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v[0] + e)), y = _mm256_cvtps_pd(_mm_loadu_ps(v[1] + e));
+			aa = _mm256_add_pd(aa, _mm256_mul_pd(x, x));
+			ab = _mm256_add_pd(ab, _mm256_mul_pd(x, y));
+			bb = _mm256_add_pd(bb, _mm256_mul_pd(y, y));
+		}
+		dots_pair_finish(aa, v[0], v[0], e, n, &g[0]);
+		dots_pair_finish(ab, v[0], v[1], e, n, &g[1]);
+		dots_pair_finish(bb, v[1], v[1], e, n, &g[3]);
+		return;
+	}
 	for (int i = 0; i < k; i++)
 		for (int j = i; j < k; j++) {
 			__m256d acc = _mm256_setzero_pd();
@@ -352,11 +380,7 @@ static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
 				__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v[i] + e)), y = _mm256_cvtps_pd(_mm_loadu_ps(v[j] + e));
 				acc = _mm256_add_pd(acc, _mm256_mul_pd(x, y));
 			}
-			double a[4];
-			_mm256_storeu_pd(a, acc);
-			for (; e < n; e++)
-				a[e & 3] = a[e & 3] + (double)v[i][e] * (double)v[j][e];
-			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+			dots_pair_finish(acc, v[i], v[j], e, n, &g[i * k + j]);
 		}
 }
 
