@@ -22,7 +22,8 @@
  * bounded by the number of concurrent readers x chunk size). An entry larger than the whole
  * budget is handed out as a private, uncached buffer (fill == true, freed on put).
  * Buffers of evicted entries of the standard size are recycled, so steady state does no
- * malloc/page-fault work. Data buffers are 64-byte aligned.
+ * malloc/page-fault work, and chunks a sequential stream has consumed (bf_cache_put_once) are
+ * recycled first, before the cache grows. Data buffers are 64-byte aligned.
  *
  * Invalidation: bf_cache_drop_if(c, pred, ctx) removes unpinned entries matching pred (used when
  * a source goes stale); pinned ones are marked dead and freed on their last put.
@@ -39,6 +40,7 @@ struct bf_centry;
 
 struct bf_cache_stats {
 	uint64_t hits, misses, waits, evictions, fill_errors, uncached;
+	uint64_t recycled_once;  /* evictions that took a consumed stream chunk's block (put_once) */
 	uint64_t bytes_used, bytes_budget, entries, pinned;
 };
 
@@ -52,8 +54,17 @@ int bf_cache_wait(struct bf_cache *c, struct bf_centry *e);
 /* A pinned READY entry for key (and size), or NULL: never creates an entry, never waits.
  * A hit is paired with bf_cache_put like any get. */
 struct bf_centry *bf_cache_lookup(struct bf_cache *c, uint64_t key, size_t size);
+/* Whether key has an entry (ready or being filled), without pinning it, touching its LRU
+ * position or counting a hit: for a prefetcher deciding whether there is work to do. */
+bool bf_cache_contains(struct bf_cache *c, uint64_t key);
 void bf_cache_fill_done(struct bf_cache *c, struct bf_centry *e, int status);
 void bf_cache_put(struct bf_cache *c, struct bf_centry *e);
+/* Like put, for a caller that has consumed the entry as part of a sequential stream (the kernel's
+ * page cache now holds those bytes): the entry joins a FIFO of consumed chunks. Beyond the 16
+ * newest, the oldest gives its block to the next standard-size miss instead of the cache
+ * allocating a new one, even while the budget has room (use-once, as the kernel's inactive list
+ * treats streamed pages). A get before that makes it an ordinary entry again. */
+void bf_cache_put_once(struct bf_cache *c, struct bf_centry *e);
 void *bf_centry_data(struct bf_centry *e);
 size_t bf_centry_size(const struct bf_centry *e);
 uint64_t bf_centry_key(const struct bf_centry *e);

@@ -69,6 +69,8 @@ struct bf_exec_pins {
 	size_t n, cap;
 	char *buf;
 	size_t buf_cap;
+	size_t once_n;             /* entries e[0..once_n) were consumed to their end by a
+	                            * sequential stream: unpin releases them with put_once */
 };
 int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, struct bf_exec_pins *pins);
 void bf_exec_unpin(struct bf_exec *x, struct bf_exec_pins *pins);

@@ -93,6 +93,9 @@ struct bf_centry {
 	uint8_t state;              /* CE_FILLING / CE_READY */
 	bool linked;                /* in the table and the LRU list; false = dead or private */
 	bool priv;                  /* immutable: private uncached block, never linked */
+	bool once;                  /* consumed by a sequential stream (put_once), not read since */
+	struct bf_centry *oprev;    /* the once list, oldest first (only while once) */
+	struct bf_centry *onext;
 };
 
 #define BF_CACHE_ALIGN 64
@@ -131,9 +134,17 @@ struct bf_cache {
 	struct slabs slabs;         /* where standard blocks come from */
 	size_t pool_n, pool_max;
 
-	uint64_t hits, misses, waits, evictions, fill_errors, uncached;
+	uint64_t hits, misses, waits, evictions, fill_errors, uncached, recycled_once;
 	uint64_t entries, pinned;
+
+	/* Entries consumed by sequential streams, oldest first. The newest ONCE_KEEP stay (a
+	 * reader's late duplicate request or a stale prefetch job finds them); older ones give
+	 * their block to the next standard-size miss before the cache grows. */
+	struct bf_centry *once_head, *once_tail;
+	size_t once_n;
 };
+
+#define ONCE_KEEP 16
 
 /* ---- sizes ---------------------------------------------------------------------------------- */
 
@@ -295,11 +306,42 @@ static void lru_remove(struct bf_centry *e)
 	e->prev = e->next = NULL;
 }
 
+static void once_remove(struct bf_cache *c, struct bf_centry *e)
+{
+	if (!e->once)
+		return;
+	if (e->oprev)
+		e->oprev->onext = e->onext;
+	else
+		c->once_head = e->onext;
+	if (e->onext)
+		e->onext->oprev = e->oprev;
+	else
+		c->once_tail = e->oprev;
+	e->oprev = e->onext = NULL;
+	e->once = false;
+	c->once_n--;
+}
+
+static void once_append(struct bf_cache *c, struct bf_centry *e)
+{
+	e->once = true;
+	e->onext = NULL;
+	e->oprev = c->once_tail;
+	if (c->once_tail)
+		c->once_tail->onext = e;
+	else
+		c->once_head = e;
+	c->once_tail = e;
+	c->once_n++;
+}
+
 /* A found entry gets one more reference and becomes the most recently used. c->lock held. */
 static void pin_and_touch(struct bf_cache *c, struct bf_centry *e)
 {
 	if (e->refs++ == 0)
 		c->pinned++;
+	once_remove(c, e); /* read again: worth keeping after all */
 	lru_remove(e);
 	lru_push_front(c, e);
 }
@@ -324,6 +366,7 @@ static void unlink_entry(struct bf_cache *c, struct bf_centry *e)
 	*pp = e->hnext;
 	e->hnext = NULL;
 	lru_remove(e);
+	once_remove(c, e);
 	e->linked = false;
 	c->entries--;
 }
@@ -505,6 +548,14 @@ struct bf_centry *bf_cache_lookup(struct bf_cache *c, uint64_t key, size_t size)
 	return e;
 }
 
+bool bf_cache_contains(struct bf_cache *c, uint64_t key)
+{
+	pthread_mutex_lock(&c->lock);
+	bool found = table_find(c, key) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
 struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, size_t size, bool *fill)
 {
 	struct bf_centry *tofree = NULL, *e = NULL;
@@ -562,6 +613,19 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 	bool std = cost == c->std_cost;
 	if (std)
 		blk = pool_pop(c);
+	if (std && !blk && c->once_n > ONCE_KEEP) {
+		/* The oldest chunk a sequential stream has consumed: take its block rather than
+		 * grow, even below the budget. A stream then cycles through a few warm blocks
+		 * instead of faulting in fresh memory for every chunk it reads once. */
+		struct bf_centry *v = c->once_head;
+		if (v->refs == 0 && entry_cost(v->size) == cost) {
+			unlink_entry(c, v);
+			c->evictions++;
+			c->recycled_once++;
+			c->used -= cost;
+			blk = v;
+		}
+	}
 	make_room(c, cost, std && !blk ? &blk : NULL, &tofree);
 	if (!blk) {
 		blk = block_alloc(&c->slabs, cost);
@@ -643,6 +707,19 @@ void bf_cache_put(struct bf_cache *c, struct bf_centry *e)
 	free_list(&c->slabs, tofree);
 }
 
+void bf_cache_put_once(struct bf_cache *c, struct bf_centry *e)
+{
+	if (!e)
+		return;
+	if (!e->priv) {
+		pthread_mutex_lock(&c->lock);
+		if (e->linked && e->state == CE_READY && e->status == 0 && !e->once)
+			once_append(c, e);
+		pthread_mutex_unlock(&c->lock);
+	}
+	bf_cache_put(c, e);
+}
+
 void *bf_centry_data(struct bf_centry *e)
 {
 	return (char *)e + BF_CENTRY_HDR;
@@ -665,6 +742,7 @@ void bf_cache_get_stats(struct bf_cache *c, struct bf_cache_stats *out)
 	out->misses = c->misses;
 	out->waits = c->waits;
 	out->evictions = c->evictions;
+	out->recycled_once = c->recycled_once;
 	out->fill_errors = c->fill_errors;
 	out->uncached = c->uncached;
 	out->bytes_used = c->used;

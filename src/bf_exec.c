@@ -586,6 +586,9 @@ static void run_pf_job(struct bf_exec *x, struct pf_job j)
 	chunk_range(x, j.shard, j.k, &cb, &ce);
 	if (range_copy_only(x, j.shard, cb, ce))
 		return; /* copies are pread when asked for: nothing to gain from doing it early */
+	if (bf_cache_contains(x->cache, chunk_key(x, j.shard, j.k)))
+		return; /* already there (a job queued again by a later request, or stale): a get
+		         * would also make a chunk the stream has consumed look freshly used */
 	bool fill;
 	struct bf_centry *e = bf_cache_get(x->cache, chunk_key(x, j.shard, j.k), j.shard, (size_t)(ce - cb), &fill);
 	if (e) {
@@ -759,6 +762,7 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 		return r;
 	if ((r = pins_grow(pins, (size_t)(k1 - k0 + 1))))
 		return r;
+	pins->once_n = 0;
 	bool seq = note_access(x, shard, k0, k1);
 	if (range_copy_only(x, shard, off, off + len))
 		return pin_exact(x, shard, off, len, pins); /* copies: pread straight into the reply */
@@ -792,6 +796,8 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 		}
 		uint64_t cb = k * x->chunk, ce = cb + bf_centry_size(e);
 		uint64_t a = off > cb ? off : cb, b = off + len < ce ? off + len : ce;
+		if (seq && b == ce)
+			pins->once_n = pins->n + 1; /* the stream has read this chunk to its end */
 		pins->e[pins->n] = e;
 		pins->iov[pins->n].iov_base = (char *)bf_centry_data(e) + (a - cb);
 		pins->iov[pins->n].iov_len = (size_t)(b - a);
@@ -803,9 +809,14 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 void bf_exec_unpin(struct bf_exec *x, struct bf_exec_pins *pins)
 {
 	for (size_t i = 0; i < pins->n; i++)
-		if (pins->e[i])
-			bf_cache_put(x->cache, pins->e[i]);
+		if (pins->e[i]) {
+			if (i < pins->once_n)
+				bf_cache_put_once(x->cache, pins->e[i]);
+			else
+				bf_cache_put(x->cache, pins->e[i]);
+		}
 	pins->n = 0;
+	pins->once_n = 0;
 }
 
 void bf_exec_pins_free(struct bf_exec_pins *pins)

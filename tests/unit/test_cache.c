@@ -595,6 +595,52 @@ BF_TEST(buffers_are_recycled)
 	bf_cache_free(c);
 }
 
+BF_TEST(stream_chunks_recycled_first)
+{
+	/* A budget of 64 blocks. Four ordinary entries stay; then a "stream" of 200 chunks, each
+	 * released with put_once: the 16 newest consumed chunks are kept, and from the 17th on each
+	 * miss takes the oldest one's block. The cache never holds more than 4 + 17 entries, the
+	 * ordinary ones survive, and every chunk reads back its own bytes. */
+	enum { N = 64, KEEP = 16 };
+	const size_t S = 16384, C = cost_of(S);
+	struct bf_cache *c = bf_cache_new(N * C, S);
+	for (uint64_t k = 0; k < 4; k++)
+		EXPECT(touch(c, k, S) == 1);
+	void *blk[300] = { 0 };
+	size_t wrong = 0;
+	for (uint64_t k = 100; k < 300; k++) {
+		bool fill;
+		struct bf_centry *e = bf_cache_get(c, k, 0, S, &fill);
+		EXPECT(e && fill);
+		blk[k] = e;
+		/* chunk k reuses the block of chunk k - KEEP - 1, once that many are consumed */
+		if (k >= 100 + KEEP + 1)
+			wrong += blk[k] != blk[k - KEEP - 1];
+		pat_fill(bf_centry_data(e), S, k);
+		bf_cache_fill_done(c, e, 0);
+		EXPECT(pat_check(bf_centry_data(e), S, k));
+		bf_cache_put_once(c, e);
+	}
+	struct bf_cache_stats s = stats(c);
+	EXPECT_EQ_U64(wrong, 0);
+	EXPECT_EQ_U64(s.entries, 4 + KEEP + 1);
+	EXPECT_EQ_U64(s.bytes_used, (4 + KEEP + 1) * C);
+	EXPECT_EQ_U64(s.recycled_once, 200 - KEEP - 1);
+	for (uint64_t k = 0; k < 4; k++)
+		EXPECT(touch(c, k, S) == 0); /* still cached */
+	for (uint64_t k = 300 - KEEP; k < 300; k++)
+		EXPECT(touch(c, k, S) == 0); /* the newest consumed ones too (now ordinary again) */
+
+	/* those reads made them ordinary, and one consumed chunk is too few to recycle: the next
+	 * misses allocate */
+	EXPECT(touch(c, 400, S) == 1);
+	EXPECT(touch(c, 401, S) == 1);
+	s = stats(c);
+	EXPECT_EQ_U64(s.recycled_once, 200 - KEEP - 1);
+	EXPECT_EQ_U64(s.entries, 4 + KEEP + 1 + 2);
+	bf_cache_free(c);
+}
+
 /* ---- concurrency -------------------------------------------------------------------------- */
 
 struct flight {
@@ -862,6 +908,7 @@ int main(void)
 	RUN(size_change_refills);
 	RUN(drop_if_defers_pinned);
 	RUN(buffers_are_recycled);
+	RUN(stream_chunks_recycled_first);
 	RUN(single_flight);
 	RUN(failed_fill_reaches_waiters);
 	RUN(threaded_stress);
