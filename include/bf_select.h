@@ -5,11 +5,13 @@
  * value is mapped to a 32-bit key whose unsigned order is the wanted order (|x| ascending:
  * the f32 bits of |x|; descending: their complement), and ties are broken by the flat index,
  * i.e. a STABLE sort. A radix select then finds the (key, index) pair of rank R:
- *   pass 1: histogram of the top 16 key bits      -> the bucket holding rank R, and its size
- *   pass 2: collect that bucket's elements         -> in memory: the exact key, and the index of
- *                                                    rank R among the elements equal to it
+ *   pass 1: histogram of the top 16 key bits      -> the bucket holding rank R, and its size;
+ *           with it, the elements of a window of buckets guessed from the first block
+ *   if the guess held: the buffer gives the exact key, and the index of rank R among the
+ *           elements equal to it (one pass in all);
+ *   else pass 2: collect that bucket's elements    -> the same, from memory (two passes)
  * (a bucket too large to collect is counted by its low 16 bits instead, and a third pass finds
- * the index among equal keys; bf_select.c also has a one-pass direct count for bf16 deltas)
+ * the index among equal keys). The result never depends on the guess, only the pass count.
  * "rank(x, i) < R"  <=>  (key(x), i) < (key*, i*)  lexicographically, so a chunk can test any
  * element on its own afterwards. R >= n selects everything, R == 0 nothing.
  *
@@ -26,25 +28,25 @@
 #include <stddef.h>
 #include <string.h>
 
-struct bf_select_map;
-
 #define BF_SELECT_DONE 5
 
 struct bf_select {
 	uint64_t rank;        /* wanted rank R (0-based) */
-	int pass;             /* internal state; BF_SELECT_DONE = done */
-	bool overflow;        /* too many distinct keys for the table */
-	bool failed;          /* allocation failure */
-	bool value_only;      /* only the key is wanted (no tie pass) */
-	uint32_t hi;          /* radix: selected top 16 bits */
-	uint32_t key;         /* the selected key */
-	uint64_t need;        /* rank still to go among elements equal to the key */
 	uint64_t total;       /* element count of the tensor */
-	uint16_t *col_lo;     /* collect pass: low 16 key bits of the bucket's elements ... */
-	uint32_t *col_idx;    /* ... and their flat indices, in index order */
-	uint64_t col_n, col_cap;
-	uint64_t *hist;       /* radix: 65536 counters */
-	struct bf_select_map *map;
+	int pass;             /* internal state; BF_SELECT_DONE = done */
+	bool failed;          /* allocation failure, or the data changed between passes */
+	bool value_only;      /* only the key is wanted (no tie pass) */
+	bool fed;             /* the first block has been seen */
+	bool spec;            /* pass 1 collects the guessed window [wlo, whi] of buckets */
+	uint32_t wlo, whi;
+	uint32_t hi;          /* the selected top 16 bits */
+	uint32_t key;         /* the selected key */
+	uint64_t need;        /* rank still to go within the bucket / among elements equal to the key */
+	uint64_t *hist;       /* 65536 buckets (x4 lanes during pass 1) */
+	uint16_t *col_lo;     /* collected elements, in index order: low 16 key bits, */
+	uint32_t *col_idx;    /* flat index, */
+	uint8_t *col_b;       /* and (window collect) bucket - wlo */
+	uint64_t col_n, col_cap, col_bytes;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;
 };
@@ -71,8 +73,8 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 void bf_select_next_pass(struct bf_select *s);
 static inline bool bf_select_done(const struct bf_select *s) { return s->pass == BF_SELECT_DONE; }
 static inline bool bf_select_failed(const struct bf_select *s) { return s->failed; }
-/* Nothing more to learn in this pass (done, or the direct count gave up): streaming may stop. */
-static inline bool bf_select_idle(const struct bf_select *s) { return s->pass == BF_SELECT_DONE || (s->pass == 0 && s->overflow); }
+/* Nothing more to learn in this pass: streaming may stop. */
+static inline bool bf_select_idle(const struct bf_select *s) { return s->pass == BF_SELECT_DONE; }
 /* After done: is (key, idx) ranked before R? */
 static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint64_t idx)
 {

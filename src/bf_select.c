@@ -1,48 +1,43 @@
 /* bf_select.c: exact rank selection (see bf_select.h).
  *
- * Two strategies, chosen by the data:
+ * Pass 1 streams every element once: a histogram of the top 16 key bits (LANES counters per
+ * bucket) and, alongside, a speculative collect: the (low 16 bits, bucket, index) of every
+ * element whose bucket lies in a window guessed from the first block fed. The guess reads the
+ * histogram of that block alone and takes the buckets around its quantile R / total, four
+ * standard errors plus half a percent wide (the first rows of a tensor are not a random sample
+ * of it). When pass 1 ends the histogram names the bucket holding rank R exactly.
+ * If it lies in the window and the buffer did not overflow, the key and the tie-break come
+ * from the buffer: one pass over the tensor in all.
  *
- *   direct (the common case): the difference of two bf16 numbers of similar size is a small
- *   integer times an ulp, so its f32 bits have few significant mantissa bits: the low 14 bits of
- *   every key are the same (zero, or all ones for descending keys), and so is the top bit. Pass 0
- *   then counts keys exactly in a direct 2^17-entry table indexed by bits 30..14 (512 KiB, no
- *   hashing), and the key of rank R follows without another pass.
+ * Otherwise (a wrong guess, a window too crowded for the buffer budget) pass 2 collects just
+ * that bucket, whose size is now known, and finishes the same way: two passes. A bucket larger
+ * than bf_select_collect_max, or than the budget allows, takes the counting route: a pass that
+ * counts the low 16 bits within the bucket, then a tie pass that stops once it has the index.
  *
- *   radix (fallback: float32 sources, or one delta anywhere in the tensor whose operands differ
- *   a lot in size, which real checkpoints nearly always have): the first key that breaks that
- *   pattern ends pass 0 (the caller may stop streaming); counting restarts with a 16-bit radix
- *   histogram of the top bits. Its count of the selected bucket is exact, so the next pass
- *   collects the (low 16 bits, index) of just that bucket's elements, in index order, into a
- *   buffer of that size, and the key and the tie-break are then found in memory: two streaming
- *   passes in all. A bucket too large for the buffer (over bf_select_collect_max elements) takes the old
- *   route instead: a pass that counts the low 16 bits in the bucket, then a tie pass.
- *
- * The tie pass (direct path, or a bucket too large to collect) finds the index of the need-th
- * element equal to the selected key, in index order (the stable tie-break), stopping as soon as
- * it has it; it is skipped when no tie needs breaking or when only the key is wanted (quantiles).
+ * Finishing from a buffer: a 65536-entry histogram of the bucket's low 16 bits gives the key of
+ * rank `need` within the bucket; the buffer is in index order, so the need'-th element with that
+ * key (counting from 0) is the stable tie-break. Tensors of 2^32 elements or more keep flat
+ * indices in 64 bits only on the counting route, so they never collect.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "bf_select.h"
 
-#define DIRECT_BITS 17
-#define DIRECT_SHIFT 14
-/* The radix histogram of the top bits has LANES counters per bucket, used in turn by
- * consecutive keys: keys crowd into a few buckets, and one counter per bucket would make every
- * increment wait for the previous one to the same address. */
+/* LANES counters per top-bits bucket, used in turn by consecutive keys: keys crowd into a few
+ * buckets, and one counter per bucket would make every increment wait for the previous one to
+ * the same address. */
 #define LANES 4u
+/* widest window, in buckets (the bucket offset is stored in one byte) */
+#define WINDOW_MAX 256u
 
-enum { P_MAP = 0, P_RADIX_HI = 1, P_RADIX_LO = 2, P_COLLECT = 3, P_TIE = 4, P_DONE = BF_SELECT_DONE };
+enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_DONE = BF_SELECT_DONE };
 
-/* Largest bucket collected in memory: 6 bytes per element, so at most 24 MiB per selection
- * (daemon memory outside the chunk cache is budgeted at 64 MiB, and a tensor usually has a few
- * selections at once). Typical buckets hold 0.1-10% of a tensor. */
 uint64_t bf_select_collect_max = (uint64_t)1 << 22;
 
 /* Bytes of collect buffers alive in the process: selections run concurrently (several models of
  * a tensor, several tensors on several threads), and the daemon's memory outside the chunk cache
- * is budgeted at 64 MiB. A selection that would go over takes the counting route instead. */
+ * is budgeted at 64 MiB. A selection that would go over does without (the next route). */
 #define COLLECT_BUDGET ((uint64_t)32 << 20)
 static _Atomic uint64_t collect_bytes;
 
@@ -58,20 +53,37 @@ static bool collect_reserve(uint64_t bytes)
 
 static void collect_release(struct bf_select *s)
 {
-	if (s->col_cap) /* reserved by start_collect */
-		atomic_fetch_sub(&collect_bytes, s->col_cap * (sizeof(uint16_t) + sizeof(uint32_t)));
+	if (s->col_bytes)
+		atomic_fetch_sub(&collect_bytes, s->col_bytes);
 	free(s->col_lo);
 	free(s->col_idx);
+	free(s->col_b);
 	s->col_lo = NULL;
 	s->col_idx = NULL;
+	s->col_b = NULL;
+	s->col_bytes = 0;
 	s->col_cap = 0;
 }
 
-struct bf_select_map {
-	uint32_t counts[1u << DIRECT_BITS]; /* 512 KiB: stays in L2 (tensors of < 2^32 elements) */
-	uint32_t sig;             /* top bit and low 14 bits shared by every key so far */
-	bool have_sig;
-};
+/* Buffers for `count` elements (with a bucket byte each when `spec`). False, with nothing held,
+ * when the budget or malloc says no: not fatal, the next route needs less. */
+static bool collect_alloc(struct bf_select *s, uint64_t count, bool spec)
+{
+	uint64_t bytes = count * (sizeof(uint16_t) + sizeof(uint32_t) + (spec ? 1 : 0));
+	if (!count || !collect_reserve(bytes))
+		return false;
+	s->col_bytes = bytes;
+	s->col_cap = count;
+	s->col_n = 0;
+	s->col_lo = malloc(count * sizeof(uint16_t));
+	s->col_idx = malloc(count * sizeof(uint32_t));
+	s->col_b = spec ? malloc(count) : NULL;
+	if (!s->col_lo || !s->col_idx || (spec && !s->col_b)) {
+		collect_release(s);
+		return false;
+	}
+	return true;
+}
 
 int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 {
@@ -83,64 +95,115 @@ int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 		s->pass = P_DONE;
 		return 0;
 	}
-	if (total >= (1ull << 32)) {
-		/* counts would overflow the direct table: radix from the start */
-		s->hist = calloc(65536 * LANES, sizeof(uint64_t));
-		if (!s->hist)
-			return -1;
-		s->pass = P_RADIX_HI;
-		return 0;
-	}
-	s->map = calloc(1, sizeof(*s->map));
-	if (!s->map)
+	s->hist = calloc(65536 * LANES, sizeof(uint64_t));
+	if (!s->hist)
 		return -1;
-	s->pass = P_MAP;
+	s->pass = P_HI;
+	s->spec = total < ((uint64_t)1 << 32); /* decided for good on the first feed */
 	return 0;
 }
 
 void bf_select_free(struct bf_select *s)
 {
 	free(s->hist);
-	free(s->map);
 	s->hist = NULL;
-	s->map = NULL;
 	collect_release(s);
 }
 
-#define SIG_MASK (0x80000000u | ((1u << DIRECT_SHIFT) - 1))
-
-/* Count keys directly; false when a key does not fit the pattern (switch to radix). */
-static bool map_feed(struct bf_select_map *m, const uint32_t *keys, size_t n)
+/* After the first block (n elements) is counted: guess the window of buckets around rank
+ * R / total from its histogram, and reserve the buffer, or give up speculating. The margin is
+ * four standard errors of a sample quantile plus half a percent, because the first rows of a
+ * tensor are not a random sample of it. */
+static void spec_start(struct bf_select *s, size_t n)
 {
+	s->spec = false;
 	if (!n)
-		return true;
-	if (!m->have_sig) {
-		m->sig = keys[0] & SIG_MASK;
-		m->have_sig = true;
+		return;
+	double q = (double)s->rank / (double)s->total;
+	double d = 4.0 * __builtin_sqrt(q * (1.0 - q) / (double)n) + 0.005;
+	double lo_r = (q - d) * (double)n, hi_r = (q + d) * (double)n, c_r = q * (double)n;
+	uint32_t lo = 0, hi = 65535, cb = 0;
+	bool got_lo = false, got_c = false;
+	uint64_t acc = 0;
+	for (uint32_t b = 0; b < 65536; b++) {
+		uint64_t c = 0;
+		for (uint32_t l = 0; l < LANES; l++)
+			c += s->hist[b * LANES + l];
+		if (!c)
+			continue;
+		acc += c;
+		if (!got_lo && (double)acc > lo_r) {
+			lo = b;
+			got_lo = true;
+		}
+		if (!got_c && (double)acc > c_r) {
+			cb = b;
+			got_c = true;
+		}
+		if ((double)acc > hi_r) {
+			hi = b;
+			break;
+		}
 	}
-	uint32_t sig = m->sig, bad = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t k = keys[i];
-		bad |= (k & SIG_MASK) ^ sig;
-		m->counts[(k >> DIRECT_SHIFT) & ((1u << DIRECT_BITS) - 1)]++;
-	}
-	return bad == 0;
+	if (!got_c)
+		cb = hi;
+	if (lo > cb)
+		lo = cb;
+	if (cb - lo >= WINDOW_MAX / 2)
+		lo = cb - (WINDOW_MAX / 2 - 1);
+	if (hi - cb >= WINDOW_MAX / 2)
+		hi = cb + (WINDOW_MAX / 2);
+	/* room for the window's share of the sample, scaled up, with slack */
+	uint64_t in = 0;
+	for (uint32_t b = lo; b <= hi; b++)
+		for (uint32_t l = 0; l < LANES; l++)
+			in += s->hist[b * LANES + l];
+	double want = (double)in / (double)n * (double)s->total * 1.25 + 4096.0;
+	uint64_t cap = want < (double)s->total ? (uint64_t)want : s->total;
+	if (cap > bf_select_collect_max)
+		return; /* a crowded window: the second pass collects just the one bucket */
+	if (!collect_alloc(s, cap, true))
+		return;
+	s->wlo = lo;
+	s->whi = hi;
+	s->spec = true;
 }
 
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
 {
 	switch (s->pass) {
-	case P_MAP:
-		if (!s->overflow && !map_feed(s->map, keys, n))
-			s->overflow = true;
-		break;
-	case P_RADIX_HI: {
+	case P_HI: {
 		size_t i = 0;
 		for (; i + LANES <= n; i += LANES)
 			for (uint32_t l = 0; l < LANES; l++)
 				s->hist[(keys[i + l] >> 16) * LANES + l]++;
 		for (; i < n; i++)
 			s->hist[(keys[i] >> 16) * LANES]++;
+		if (!s->fed) {
+			s->fed = true; /* the first block is the sample: the histogram holds just it */
+			if (s->spec)
+				spec_start(s, n);
+		}
+		if (!s->spec)
+			break;
+		/* the window's elements, found 8 keys at a time by a branch-free mask */
+		const uint32_t lo = s->wlo, w = s->whi - s->wlo;
+		for (size_t j = 0; j < n; j += 8) {
+			size_t m8 = n - j < 8 ? n - j : 8;
+			unsigned mask = 0;
+			for (size_t l = 0; l < m8; l++)
+				mask |= (unsigned)((keys[j + l] >> 16) - lo <= w) << l;
+			while (mask) {
+				size_t t = j + (size_t)__builtin_ctz(mask);
+				mask &= mask - 1;
+				if (s->col_n < s->col_cap) {
+					s->col_lo[s->col_n] = (uint16_t)keys[t];
+					s->col_b[s->col_n] = (uint8_t)((keys[t] >> 16) - lo);
+					s->col_idx[s->col_n] = (uint32_t)(idx0 + t);
+				}
+				s->col_n++;
+			}
+		}
 		break;
 	}
 	case P_RADIX_LO:
@@ -149,19 +212,18 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 				s->hist[keys[i] & 0xffffu]++;
 		break;
 	case P_COLLECT: {
-		/* a match mask per 8 keys, built without branches; most masks are empty */
 		const uint32_t hi = s->hi;
-		for (size_t i = 0; i < n; i += 8) {
-			size_t m8 = n - i < 8 ? n - i : 8;
+		for (size_t j = 0; j < n; j += 8) {
+			size_t m8 = n - j < 8 ? n - j : 8;
 			unsigned mask = 0;
 			for (size_t l = 0; l < m8; l++)
-				mask |= (unsigned)((keys[i + l] >> 16) == hi) << l;
+				mask |= (unsigned)((keys[j + l] >> 16) == hi) << l;
 			while (mask) {
-				size_t j = i + (size_t)__builtin_ctz(mask);
+				size_t t = j + (size_t)__builtin_ctz(mask);
 				mask &= mask - 1;
 				if (s->col_n < s->col_cap) {
-					s->col_lo[s->col_n] = (uint16_t)keys[j];
-					s->col_idx[s->col_n] = (uint32_t)(idx0 + j);
+					s->col_lo[s->col_n] = (uint16_t)keys[t];
+					s->col_idx[s->col_n] = (uint32_t)(idx0 + t);
 				}
 				s->col_n++;
 			}
@@ -186,53 +248,31 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 	}
 }
 
-/* The key was found; decide whether a tie pass is needed. */
-static void key_found(struct bf_select *s, uint64_t count_of_key)
+/* Done (or failed): nothing but the result is needed any more. */
+static void settle(struct bf_select *s)
 {
-	s->thr_key = s->key;
-	if (s->need == 0 || s->value_only) {
-		/* rank < R <=> key < k*, or: only the key's value was wanted */
-		s->thr_idx = 0;
-		s->pass = P_DONE;
-	} else {
-		(void)count_of_key;
-		s->pass = P_TIE;
-	}
+	s->pass = P_DONE;
+	free(s->hist);
+	s->hist = NULL;
+	collect_release(s);
 }
 
-/* Buffers for the bucket's `count` elements (count >= 1: the bucket holds rank R). */
-static bool start_collect(struct bf_select *s, uint64_t count)
+static void fail(struct bf_select *s)
 {
-	if (!collect_reserve(count * (sizeof(uint16_t) + sizeof(uint32_t))))
-		return false; /* not fatal: the counting route needs no buffer */
-	s->col_cap = count;
-	s->col_n = 0;
-	s->col_lo = malloc(count * sizeof(uint16_t));
-	s->col_idx = malloc(count * sizeof(uint32_t));
-	if (!s->col_lo || !s->col_idx) {
-		collect_release(s);
-		return false;
-	}
-	return true;
+	s->failed = true;
+	settle(s);
 }
 
-/* The collected bucket, in index order: the low 16 bits of the key of rank `need` within it,
- * then, among the elements with that key, the index of the one the stable order puts there. */
-static void finish_collect(struct bf_select *s)
+/* The buffer holds the `count` elements of bucket s->hi in index order: the key of rank
+ * s->need among them, and the tie-break index. */
+static void finish_collect(struct bf_select *s, uint64_t count)
 {
-	if (s->col_n != s->col_cap) {
-		/* the tensor changed between the passes (the caller's source check reports it) */
-		s->failed = true;
-		s->pass = P_DONE;
-		return;
-	}
 	uint32_t *h = calloc(65536, sizeof(uint32_t));
 	if (!h) {
-		s->failed = true;
-		s->pass = P_DONE;
+		fail(s);
 		return;
 	}
-	for (uint64_t i = 0; i < s->col_n; i++)
+	for (uint64_t i = 0; i < count; i++)
 		h[s->col_lo[i]]++;
 	uint64_t acc = 0;
 	uint32_t b = 0;
@@ -242,87 +282,110 @@ static void finish_collect(struct bf_select *s)
 		acc += h[b];
 	}
 	free(h);
-	/* b < 65536: need < col_n */
+	/* b < 65536: need < count */
 	s->key = (s->hi << 16) | b;
 	s->need -= acc;
 	s->thr_key = s->key;
 	s->thr_idx = 0;
 	if (s->need && !s->value_only) {
 		uint64_t left = s->need;
-		for (uint64_t i = 0; i < s->col_n; i++)
+		for (uint64_t i = 0; i < count; i++)
 			if (s->col_lo[i] == b && left-- == 0) {
 				s->thr_idx = s->col_idx[i];
 				break;
 			}
 	}
-	s->pass = P_DONE;
+	settle(s);
+}
+
+/* The key was found by counting; decide whether a tie pass is needed. */
+static void key_found(struct bf_select *s)
+{
+	s->thr_key = s->key;
+	if (s->need == 0 || s->value_only) {
+		/* rank < R <=> key < k*, or: only the key's value was wanted */
+		s->thr_idx = 0;
+		settle(s);
+	} else {
+		s->pass = P_TIE;
+	}
+}
+
+/* Entry b of h[lo..hi] holds rank `want` (0-based): b, and the rank left within it in *need. */
+static uint32_t hist_pick(const uint64_t *h, uint32_t lo, uint32_t hi, uint64_t want, uint64_t *need)
+{
+	uint64_t acc = 0;
+	uint32_t b = lo;
+	for (; b < hi; b++) {
+		if (acc + h[b] > want)
+			break;
+		acc += h[b];
+	}
+	*need = want - acc;
+	return b; /* the rank is below the total, so the scan stops by hi at the latest */
+}
+
+static void after_hi(struct bf_select *s)
+{
+	/* fold the lanes, in place: bucket b only reads entries >= b */
+	for (uint32_t b = 0; b < 65536; b++) {
+		uint64_t c = 0;
+		for (uint32_t l = 0; l < LANES; l++)
+			c += s->hist[b * LANES + l];
+		s->hist[b] = c;
+	}
+	s->hi = hist_pick(s->hist, 0, 65535, s->rank, &s->need);
+	uint64_t count = s->hist[s->hi];
+	if (s->spec && s->col_n <= s->col_cap && s->hi - s->wlo <= s->whi - s->wlo) {
+		/* the guess held: keep the selected bucket's elements, in order, at the front */
+		uint8_t off = (uint8_t)(s->hi - s->wlo);
+		uint64_t k = 0;
+		for (uint64_t i = 0; i < s->col_n; i++)
+			if (s->col_b[i] == off) {
+				s->col_lo[k] = s->col_lo[i];
+				s->col_idx[k] = s->col_idx[i];
+				k++;
+			}
+		if (k != count) {
+			fail(s); /* the histogram and the buffer saw different data */
+			return;
+		}
+		finish_collect(s, count);
+		return;
+	}
 	collect_release(s);
+	if (s->total < ((uint64_t)1 << 32) && count <= bf_select_collect_max && collect_alloc(s, count, false)) {
+		free(s->hist);
+		s->hist = NULL;
+		s->pass = P_COLLECT;
+		return;
+	}
+	memset(s->hist, 0, 65536 * sizeof(uint64_t));
+	s->pass = P_RADIX_LO;
 }
 
 void bf_select_next_pass(struct bf_select *s)
 {
-	if (s->pass == P_COLLECT) {
-		finish_collect(s);
-		return;
+	switch (s->pass) {
+	case P_HI:
+		after_hi(s);
+		break;
+	case P_COLLECT:
+		if (s->col_n != s->col_cap) {
+			fail(s); /* the tensor changed between the passes (the caller's source check says so) */
+			break;
+		}
+		finish_collect(s, s->col_n);
+		break;
+	case P_RADIX_LO: {
+		uint32_t lo = hist_pick(s->hist, 0, 65535, s->need, &s->need);
+		s->key = (s->hi << 16) | lo;
+		free(s->hist);
+		s->hist = NULL;
+		key_found(s);
+		break;
 	}
-	if (s->pass == P_MAP) {
-		if (s->overflow) {
-			/* too many distinct values: count again with the radix histogram */
-			free(s->map);
-			s->map = NULL;
-			s->hist = calloc(65536 * LANES, sizeof(uint64_t));
-			s->pass = s->hist ? P_RADIX_HI : P_DONE; /* P_DONE + no key: caller sees alloc failure */
-			s->failed = !s->hist;
-			return;
-		}
-		struct bf_select_map *m = s->map;
-		uint64_t acc = 0;
-		for (uint32_t b = 0; b < (1u << DIRECT_BITS); b++) {
-			if (acc + m->counts[b] > s->rank) {
-				s->key = (m->sig & 0x80000000u) | (b << DIRECT_SHIFT) | (m->sig & ((1u << DIRECT_SHIFT) - 1));
-				s->need = s->rank - acc;
-				key_found(s, m->counts[b]);
-				break;
-			}
-			acc += m->counts[b];
-		}
-		free(s->map);
-		s->map = NULL;
-		return;
-	}
-	if (s->pass == P_RADIX_HI) /* fold the lanes, in place: bucket b only reads entries >= b */
-		for (uint32_t b = 0; b < 65536; b++) {
-			uint64_t c = 0;
-			for (uint32_t l = 0; l < LANES; l++)
-				c += s->hist[b * LANES + l];
-			s->hist[b] = c;
-		}
-	if (s->pass == P_RADIX_HI || s->pass == P_RADIX_LO) {
-		uint64_t want = s->pass == P_RADIX_HI ? s->rank : s->need, acc = 0;
-		uint32_t b = 0;
-		for (b = 0; b < 65536; b++) {
-			if (acc + s->hist[b] > want)
-				break;
-			acc += s->hist[b];
-		}
-		/* b < 65536 because rank < total */
-		s->need = want - acc;
-		if (s->pass == P_RADIX_HI) {
-			s->hi = b;
-			if (s->total < ((uint64_t)1 << 32) && s->hist[b] <= bf_select_collect_max && start_collect(s, s->hist[b])) {
-				free(s->hist);
-				s->hist = NULL;
-				s->pass = P_COLLECT;
-				return;
-			}
-			memset(s->hist, 0, 65536 * sizeof(uint64_t));
-			s->pass = P_RADIX_LO;
-		} else {
-			s->key = (s->hi << 16) | b;
-			uint64_t cnt = s->hist[b];
-			free(s->hist);
-			s->hist = NULL;
-			key_found(s, cnt);
-		}
+	default:
+		break;
 	}
 }
