@@ -582,6 +582,9 @@ static void run_pf_job(struct bf_exec *x, struct pf_job j)
 		ensure_stats(x, (size_t)j.k, &st);
 		return;
 	}
+	if (j.k < atomic_load(&x->last[j.shard]))
+		return; /* stale: the reader has asked for this chunk already (jobs wait in the queue
+		         * while the prefetch thread computes a tensor's statistics) */
 	uint64_t cb, ce;
 	chunk_range(x, j.shard, j.k, &cb, &ce);
 	if (range_copy_only(x, j.shard, cb, ce))
