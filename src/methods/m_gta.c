@@ -111,25 +111,32 @@ struct gta_stats {
 /* DELLA keep probabilities of one row: each element's rank in the stable ascending order of |d|
  * (equal magnitudes in index order), mapped linearly from density - eps (smallest) to
  * density + eps (largest). The ranking is a least-significant-digit radix sort of the f32 bits
- * of |d| by bytes (stable, so ties keep index order), skipping bytes all keys share: O(L) per
- * row, where a comparison sort was the bottleneck of the whole method.
+ * of |d| (stable, so ties keep index order), skipping digits all keys share: O(L) per row,
+ * where a comparison sort was the bottleneck of the whole method.
+ *
+ * The difference of two bf16 numbers of similar size has its low 14 f32 bits zero, so sorting
+ * by key >> 14 (two digits, 9 + 8 bits) is enough for nearly every key. The few keys with low
+ * bits set (a weight near zero against a larger one) are placed by a stable insertion sort of
+ * the runs of equal key >> 14 that hold them. Rows with many such keys (float32 sources) sort
+ * all 32 bits, a byte at a time.
  * scratch: 4 * L uint32 (two arrays of L 64-bit pairs). */
 static void della_probs(const float *d, size_t L, const float *ptab, float *p, uint32_t *scratch)
 {
-	/* (key << 32 | index) pairs, sorted by key with a stable LSD radix sort: moving the pairs
-	 * themselves keeps every access sequential. Keys of bf16-derived magnitudes share their low
-	 * 14 bits (bf_select.c), so usually two passes (9 + 8 bits of key >> 14) suffice. */
+	/* (key << 32 | index) pairs: moving the pairs themselves keeps every access sequential, and
+	 * comparing two pairs compares (key, index), the stable order */
 	uint64_t *a = (uint64_t *)(void *)scratch, *b = a + L;
-	uint32_t low = bf_key_abs_asc(d[0]) & 0x3fffu, same = 0;
+	size_t odd = 0;
 	for (size_t i = 0; i < L; i++) {
 		uint32_t k = bf_key_abs_asc(d[i]);
-		same |= (k & 0x3fffu) ^ low;
+		odd += (k & 0x3fffu) != 0;
 		a[i] = (uint64_t)k << 32 | (uint32_t)i;
 	}
 	static const unsigned wide[][2] = { { 32, 8 }, { 40, 8 }, { 48, 8 }, { 56, 8 } };
 	static const unsigned compact[][2] = { { 46, 9 }, { 55, 8 } };
-	const unsigned (*digits)[2] = same ? wide : compact;
-	int nd = same ? 4 : 2;
+	bool fixup = odd && odd <= L / 32;
+	bool use_wide = odd && !fixup;
+	const unsigned (*digits)[2] = use_wide ? wide : compact;
+	int nd = use_wide ? 4 : 2;
 	/* every digit's histogram in one pass over the pairs, then one scatter per digit */
 	size_t cnt[4][512];
 	memset(cnt, 0, sizeof(cnt[0]) * (size_t)nd);
@@ -153,6 +160,24 @@ static void della_probs(const float *d, size_t L, const float *ptab, float *p, u
 		a = b;
 		b = t;
 	}
+	if (fixup)
+		for (size_t i = 0; i < L;) {
+			/* a run of equal key >> 14, in index order; sort it by the whole pair if any
+			 * of its keys has low bits (odd <= L / 32 bounds the work) */
+			size_t j = i + 1;
+			uint64_t g = a[i] >> 46, low = a[i] & (UINT64_C(0x3fff) << 32);
+			while (j < L && a[j] >> 46 == g)
+				low |= a[j++] & (UINT64_C(0x3fff) << 32);
+			if (low)
+				for (size_t u = i + 1; u < j; u++) {
+					uint64_t v = a[u];
+					size_t w = u;
+					for (; w > i && a[w - 1] > v; w--)
+						a[w] = a[w - 1];
+					a[w] = v;
+				}
+			i = j;
+		}
 	for (size_t r = 0; r < L; r++)
 		p[(uint32_t)a[r]] = ptab[r];
 }
