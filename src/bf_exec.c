@@ -29,6 +29,7 @@
 #define SUB_ELEMS 8192u
 #define STREAM_ELEMS (1u << 16)
 #define PF_QUEUE 64
+#define STREAMS 4          /* sequential readers tracked per shard (loader threads, mmap faults) */
 
 enum { ST_NONE, ST_COMPUTING, ST_DONE };
 
@@ -41,6 +42,7 @@ struct pf_job {
 	uint32_t shard;
 	uint64_t k;       /* chunk index, or tensor index for a statistics job */
 	bool stats;
+	unsigned slot;    /* the stream that queued a chunk job */
 };
 
 struct bf_exec {
@@ -51,7 +53,9 @@ struct bf_exec {
 	struct tstate *ts;
 	pthread_mutex_t lock;    /* guards ts[].state/stats */
 	pthread_cond_t cond;
-	_Atomic uint64_t *last;  /* per shard: 1 + last chunk a reader asked for (0: none yet) */
+	/* per shard, STREAMS slots: 1 + last chunk a sequential reader asked for (0: free) */
+	_Atomic uint64_t *last;
+	_Atomic unsigned *next_slot; /* per shard: the slot a new stream takes (round robin) */
 	_Atomic uint64_t chunks, bytes, copied, stats_done, errors, prefetched;
 	_Atomic uint64_t m_ns[32], m_bytes[32];
 	/* prefetch */
@@ -100,9 +104,10 @@ int bf_exec_new(const struct bf_plan *p, const struct bf_exec_opts *o, struct bf
 	if (o->cache_bytes < (uint64_t)(x->o.prefetch_chunks + 4) * x->chunk)
 		x->o.prefetch_threads = 0;
 	x->ts = calloc(p->n_tensors ? p->n_tensors : 1, sizeof(*x->ts));
-	x->last = calloc(p->n_shards ? p->n_shards : 1, sizeof(*x->last));
+	x->last = calloc((p->n_shards ? p->n_shards : 1) * STREAMS, sizeof(*x->last));
+	x->next_slot = calloc(p->n_shards ? p->n_shards : 1, sizeof(*x->next_slot));
 	x->cache = bf_cache_new(o->cache_bytes, x->chunk);
-	if (!x->ts || !x->last || !x->cache) {
+	if (!x->ts || !x->last || !x->next_slot || !x->cache) {
 		bf_exec_free(x);
 		return bf_errf(err, "out of memory");
 	}
@@ -138,6 +143,7 @@ void bf_exec_free(struct bf_exec *x)
 		pthread_cond_destroy(&x->pf_cond);
 	}
 	free(x->last);
+	free(x->next_slot);
 	if (x->cache)
 		bf_cache_free(x->cache);
 	free(x);
@@ -582,8 +588,8 @@ static void run_pf_job(struct bf_exec *x, struct pf_job j)
 		ensure_stats(x, (size_t)j.k, &st);
 		return;
 	}
-	if (j.k < atomic_load(&x->last[j.shard]))
-		return; /* stale: the reader has asked for this chunk already (jobs wait in the queue
+	if (j.k < atomic_load(&x->last[(size_t)j.shard * STREAMS + j.slot]))
+		return; /* stale: its stream has asked for this chunk already (jobs wait in the queue
 		         * while the prefetch thread computes a tensor's statistics) */
 	uint64_t cb, ce;
 	chunk_range(x, j.shard, j.k, &cb, &ce);
@@ -690,23 +696,42 @@ static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off)
 	return -1;
 }
 
-/* A request that continues the previous one on this shard: queue the next chunks, and the
+/* A request that continues one of the shard's sequential streams (up to STREAMS at once: loader
+ * threads, or mmap faults of several regions) queues that stream's next chunks, and the
  * statistics of the next tensor that needs them, for the prefetch thread (on two cores the
- * reader's thread computes the current tensor while the other prepares the next). */
+ * reader's thread computes the current tensor while the other prepares the next). A request
+ * that continues none starts a stream in the next slot, round robin. Returns whether it
+ * continued one. Slots are updated without a lock: a lost race costs a prefetch, never bytes. */
 static bool note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
 {
-	uint64_t prev = atomic_exchange(&x->last[shard], k1 + 1);
-	if (!prev || (k0 + 1 != prev && k0 != prev))
-		return false; /* not a continuation of the previous request */
+	_Atomic uint64_t *last = &x->last[(size_t)shard * STREAMS];
+	unsigned slot = STREAMS;
+	for (unsigned i = 0; i < STREAMS; i++) {
+		uint64_t prev = atomic_load(&last[i]);
+		/* k0 = prev is the next chunk, prev - 1 the same one again, prev + 1 the one after
+		 * a request another thread has just taken (requests of one stream can overtake) */
+		if (prev && k0 + 1 >= prev && k0 <= prev + 1) {
+			slot = i;
+			break;
+		}
+	}
+	if (slot == STREAMS) {
+		slot = atomic_fetch_add(&x->next_slot[shard], 1) % STREAMS;
+		atomic_store(&last[slot], k1 + 1);
+		return false; /* not a continuation of a stream */
+	}
+	uint64_t prev = atomic_load(&last[slot]);
+	if (k1 + 1 > prev)
+		atomic_store(&last[slot], k1 + 1);
 	if (!x->pf_n)
 		return true;
 	uint64_t nchunks = (x->p->shards[shard].size + x->chunk - 1) / x->chunk;
 	long st = next_stats_tensor(x, shard, (k1 + 1) * x->chunk);
 	pthread_mutex_lock(&x->pf_lock);
 	if (st >= 0)
-		pf_push(x, (struct pf_job){ shard, (uint64_t)st, true });
+		pf_push(x, (struct pf_job){ shard, (uint64_t)st, true, 0 });
 	for (uint64_t k = k1 + 1; k <= k1 + x->o.prefetch_chunks && k < nchunks; k++)
-		pf_push(x, (struct pf_job){ shard, k, false });
+		pf_push(x, (struct pf_job){ shard, k, false, slot });
 	pthread_cond_signal(&x->pf_cond);
 	pthread_mutex_unlock(&x->pf_lock);
 	return true;
