@@ -53,7 +53,7 @@ struct bf_exec {
 	struct tstate *ts;
 	pthread_mutex_t lock;    /* guards ts[].state/stats */
 	pthread_cond_t cond;
-	/* per shard, STREAMS slots: 1 + last chunk a sequential reader asked for (0: free) */
+	/* per shard, STREAMS slots: 1 + the end offset of a stream's last request (0: free) */
 	_Atomic uint64_t *last;
 	_Atomic unsigned *next_slot; /* per shard: the slot a new stream takes (round robin) */
 	_Atomic uint64_t chunks, bytes, copied, stats_done, errors, prefetched;
@@ -588,7 +588,7 @@ static void run_pf_job(struct bf_exec *x, struct pf_job j)
 		ensure_stats(x, (size_t)j.k, &st);
 		return;
 	}
-	if (j.k < atomic_load(&x->last[(size_t)j.shard * STREAMS + j.slot]))
+	if (j.k * x->chunk + 1 < atomic_load(&x->last[(size_t)j.shard * STREAMS + j.slot]))
 		return; /* stale: its stream has asked for this chunk already (jobs wait in the queue
 		         * while the prefetch thread computes a tensor's statistics) */
 	uint64_t cb, ce;
@@ -699,30 +699,32 @@ static long next_stats_tensor(struct bf_exec *x, uint32_t shard, uint64_t off)
 /* A request that continues one of the shard's sequential streams (up to STREAMS at once: loader
  * threads, or mmap faults of several regions) queues that stream's next chunks, and the
  * statistics of the next tensor that needs them, for the prefetch thread (on two cores the
- * reader's thread computes the current tensor while the other prepares the next). A request
- * that continues none starts a stream in the next slot, round robin. Returns whether it
- * continued one. Slots are updated without a lock: a lost race costs a prefetch, never bytes. */
-static bool note_access(struct bf_exec *x, uint32_t shard, uint64_t k0, uint64_t k1)
+ * reader's thread computes the current tensor while the other prepares the next). Continuing
+ * means starting exactly where the stream's last request ended, or one request of the same
+ * size later (requests of one stream can overtake each other on two threads); random reads
+ * almost never do, and must not set off whole-chunk computes. A request that continues none
+ * starts a stream in the next slot, round robin. Returns whether it continued one, and the
+ * chunk range [k0, k1] it covers. Slots are updated without a lock: a lost race costs a
+ * prefetch, never bytes. */
+static bool note_access(struct bf_exec *x, uint32_t shard, uint64_t off, uint64_t len)
 {
 	_Atomic uint64_t *last = &x->last[(size_t)shard * STREAMS];
+	uint64_t end = off + len, k1 = (end - 1) / x->chunk;
 	unsigned slot = STREAMS;
 	for (unsigned i = 0; i < STREAMS; i++) {
 		uint64_t prev = atomic_load(&last[i]);
-		/* k0 = prev is the next chunk, prev - 1 the same one again, prev + 1 the one after
-		 * a request another thread has just taken (requests of one stream can overtake) */
-		if (prev && k0 + 1 >= prev && k0 <= prev + 1) {
+		if (prev && (off == prev - 1 || off == prev - 1 + len)) {
 			slot = i;
 			break;
 		}
 	}
 	if (slot == STREAMS) {
 		slot = atomic_fetch_add(&x->next_slot[shard], 1) % STREAMS;
-		atomic_store(&last[slot], k1 + 1);
+		atomic_store(&last[slot], end + 1);
 		return false; /* not a continuation of a stream */
 	}
-	uint64_t prev = atomic_load(&last[slot]);
-	if (k1 + 1 > prev)
-		atomic_store(&last[slot], k1 + 1);
+	if (end + 1 > atomic_load(&last[slot]))
+		atomic_store(&last[slot], end + 1);
 	if (!x->pf_n)
 		return true;
 	uint64_t nchunks = (x->p->shards[shard].size + x->chunk - 1) / x->chunk;
@@ -791,7 +793,7 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 	if ((r = pins_grow(pins, (size_t)(k1 - k0 + 1))))
 		return r;
 	pins->once_n = 0;
-	bool seq = note_access(x, shard, k0, k1);
+	bool seq = note_access(x, shard, off, len);
 	if (range_copy_only(x, shard, off, off + len))
 		return pin_exact(x, shard, off, len, pins); /* copies: pread straight into the reply */
 	if (!seq && k0 == k1 && len <= x->chunk / 8) {
