@@ -43,9 +43,7 @@ struct bf_select {
 	uint32_t key;         /* the selected key */
 	uint64_t need;        /* rank still to go within the bucket / among elements equal to the key */
 	uint64_t *hist;       /* 65536 buckets (x4 lanes during pass 1) */
-	uint16_t *col_lo;     /* collected elements, in index order: low 16 key bits, */
-	uint32_t *col_idx;    /* flat index, */
-	uint8_t *col_b;       /* and (window collect) bucket - wlo */
+	uint64_t *col;        /* collected elements, in index order: key << 32 | flat index */
 	uint64_t col_n, col_cap, col_bytes;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;

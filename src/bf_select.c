@@ -1,7 +1,7 @@
 /* bf_select.c: exact rank selection (see bf_select.h).
  *
  * Pass 1 streams every element once: a histogram of the top 16 key bits (LANES counters per
- * bucket) and, alongside, a speculative collect: the (low 16 bits, bucket, index) of every
+ * bucket) and, alongside, a speculative collect: the (key, index) pair of every
  * element whose bucket lies in a window guessed from the first block fed. The guess reads the
  * histogram of that block alone and takes the buckets around its quantile R / total, four
  * standard errors plus half a percent wide (the first rows of a tensor are not a random sample
@@ -55,30 +55,24 @@ static void collect_release(struct bf_select *s)
 {
 	if (s->col_bytes)
 		atomic_fetch_sub(&collect_bytes, s->col_bytes);
-	free(s->col_lo);
-	free(s->col_idx);
-	free(s->col_b);
-	s->col_lo = NULL;
-	s->col_idx = NULL;
-	s->col_b = NULL;
+	free(s->col);
+	s->col = NULL;
 	s->col_bytes = 0;
 	s->col_cap = 0;
 }
 
-/* Buffers for `count` elements (with a bucket byte each when `spec`). False, with nothing held,
- * when the budget or malloc says no: not fatal, the next route needs less. */
-static bool collect_alloc(struct bf_select *s, uint64_t count, bool spec)
+/* A buffer for `count` (key << 32 | index) entries. False, with nothing held, when the budget
+ * or malloc says no: not fatal, the next route needs less. */
+static bool collect_alloc(struct bf_select *s, uint64_t count)
 {
-	uint64_t bytes = count * (sizeof(uint16_t) + sizeof(uint32_t) + (spec ? 1 : 0));
+	uint64_t bytes = (count + 1) * sizeof(uint64_t); /* + the overflow slot */
 	if (!count || !collect_reserve(bytes))
 		return false;
 	s->col_bytes = bytes;
 	s->col_cap = count;
 	s->col_n = 0;
-	s->col_lo = malloc(count * sizeof(uint16_t));
-	s->col_idx = malloc(count * sizeof(uint32_t));
-	s->col_b = spec ? malloc(count) : NULL;
-	if (!s->col_lo || !s->col_idx || (spec && !s->col_b)) {
+	s->col = malloc(bytes);
+	if (!s->col) {
 		collect_release(s);
 		return false;
 	}
@@ -162,11 +156,28 @@ static void spec_start(struct bf_select *s, size_t n)
 	uint64_t cap = want < (double)s->total ? (uint64_t)want : s->total;
 	if (cap > bf_select_collect_max)
 		return; /* a crowded window: the second pass collects just the one bucket */
-	if (!collect_alloc(s, cap, true))
+	if (!collect_alloc(s, cap))
 		return;
 	s->wlo = lo;
 	s->whi = hi;
 	s->spec = true;
+}
+
+/* Append (key << 32 | index) of every key whose top 16 bits lie in [lo, lo + w], in index
+ * order; col_n counts past col_cap when the buffer is full (the caller checks). Branch-free:
+ * every key is stored at the current end, which advances only on a match (a slot past col_cap
+ * takes the stores once the buffer is full), because matches are too frequent and too
+ * irregular for a branch to predict. */
+static void collect(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n, uint32_t lo, uint32_t w)
+{
+	uint64_t cn = s->col_n, cap = s->col_cap;
+	uint64_t *col = s->col;
+	for (size_t j = 0; j < n; j++) {
+		uint32_t k = keys[j];
+		col[cn < cap ? cn : cap] = (uint64_t)k << 32 | (uint32_t)(idx0 + j);
+		cn += (k >> 16) - lo <= w;
+	}
+	s->col_n = cn;
 }
 
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
@@ -187,23 +198,7 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 		if (!s->spec)
 			break;
 		/* the window's elements, found 8 keys at a time by a branch-free mask */
-		const uint32_t lo = s->wlo, w = s->whi - s->wlo;
-		for (size_t j = 0; j < n; j += 8) {
-			size_t m8 = n - j < 8 ? n - j : 8;
-			unsigned mask = 0;
-			for (size_t l = 0; l < m8; l++)
-				mask |= (unsigned)((keys[j + l] >> 16) - lo <= w) << l;
-			while (mask) {
-				size_t t = j + (size_t)__builtin_ctz(mask);
-				mask &= mask - 1;
-				if (s->col_n < s->col_cap) {
-					s->col_lo[s->col_n] = (uint16_t)keys[t];
-					s->col_b[s->col_n] = (uint8_t)((keys[t] >> 16) - lo);
-					s->col_idx[s->col_n] = (uint32_t)(idx0 + t);
-				}
-				s->col_n++;
-			}
-		}
+		collect(s, keys, idx0, n, s->wlo, s->whi - s->wlo);
 		break;
 	}
 	case P_RADIX_LO:
@@ -211,25 +206,9 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 			if ((keys[i] >> 16) == s->hi)
 				s->hist[keys[i] & 0xffffu]++;
 		break;
-	case P_COLLECT: {
-		const uint32_t hi = s->hi;
-		for (size_t j = 0; j < n; j += 8) {
-			size_t m8 = n - j < 8 ? n - j : 8;
-			unsigned mask = 0;
-			for (size_t l = 0; l < m8; l++)
-				mask |= (unsigned)((keys[j + l] >> 16) == hi) << l;
-			while (mask) {
-				size_t t = j + (size_t)__builtin_ctz(mask);
-				mask &= mask - 1;
-				if (s->col_n < s->col_cap) {
-					s->col_lo[s->col_n] = (uint16_t)keys[t];
-					s->col_idx[s->col_n] = (uint32_t)(idx0 + t);
-				}
-				s->col_n++;
-			}
-		}
+	case P_COLLECT:
+		collect(s, keys, idx0, n, s->hi, 0);
 		break;
-	}
 	case P_TIE:
 		/* the need-th (0-based) element with key == s->key, in index order */
 		for (size_t i = 0; i < n && s->pass == P_TIE; i++)
@@ -273,7 +252,7 @@ static void finish_collect(struct bf_select *s, uint64_t count)
 		return;
 	}
 	for (uint64_t i = 0; i < count; i++)
-		h[s->col_lo[i]]++;
+		h[(uint16_t)(s->col[i] >> 32)]++;
 	uint64_t acc = 0;
 	uint32_t b = 0;
 	for (b = 0; b < 65536; b++) {
@@ -290,8 +269,8 @@ static void finish_collect(struct bf_select *s, uint64_t count)
 	if (s->need && !s->value_only) {
 		uint64_t left = s->need;
 		for (uint64_t i = 0; i < count; i++)
-			if (s->col_lo[i] == b && left-- == 0) {
-				s->thr_idx = s->col_idx[i];
+			if ((uint16_t)(s->col[i] >> 32) == b && left-- == 0) {
+				s->thr_idx = (uint32_t)s->col[i];
 				break;
 			}
 	}
@@ -338,14 +317,10 @@ static void after_hi(struct bf_select *s)
 	uint64_t count = s->hist[s->hi];
 	if (s->spec && s->col_n <= s->col_cap && s->hi - s->wlo <= s->whi - s->wlo) {
 		/* the guess held: keep the selected bucket's elements, in order, at the front */
-		uint8_t off = (uint8_t)(s->hi - s->wlo);
 		uint64_t k = 0;
 		for (uint64_t i = 0; i < s->col_n; i++)
-			if (s->col_b[i] == off) {
-				s->col_lo[k] = s->col_lo[i];
-				s->col_idx[k] = s->col_idx[i];
-				k++;
-			}
+			if ((uint32_t)(s->col[i] >> 48) == s->hi)
+				s->col[k++] = s->col[i];
 		if (k != count) {
 			fail(s); /* the histogram and the buffer saw different data */
 			return;
@@ -354,7 +329,7 @@ static void after_hi(struct bf_select *s)
 		return;
 	}
 	collect_release(s);
-	if (s->total < ((uint64_t)1 << 32) && count <= bf_select_collect_max && collect_alloc(s, count, false)) {
+	if (s->total < ((uint64_t)1 << 32) && count <= bf_select_collect_max && collect_alloc(s, count)) {
 		free(s->hist);
 		s->hist = NULL;
 		s->pass = P_COLLECT;
