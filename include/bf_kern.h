@@ -53,6 +53,11 @@ struct bf_kern {
 	 * product in f32), each term widened to double and summed like dots_f64 (4 accumulators by
 	 * e % 4, added as (a0 + a1) + (a2 + a3) at the end of the call). */
 	void (*l1_pair)(const float *d, const float *mask, size_t n, double *a, double *b);
+	/* Mask bits: bit (e0 + e) of w (bit x is w[x / 64] >> (x % 64)) = mask[e] != 0, for
+	 * e < n; words the range only partly covers must be zero there beforehand (they are
+	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
+	void (*mask_pack)(uint64_t *w, uint64_t e0, const float *mask, size_t n);
+	void (*mask_unpack)(const uint64_t *w, uint64_t e0, float *mask, size_t n);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
 	 * in struct bf_rng). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

@@ -153,6 +153,29 @@ static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, 
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
+static void ref_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
+{
+	size_t e = 0;
+	for (; e < n && ((e0 + e) & 63); e++)
+		w[(e0 + e) >> 6] |= (uint64_t)(mask[e] != 0.0f) << ((e0 + e) & 63);
+	for (; e + 64 <= n; e += 64) {
+		uint64_t x = 0; /* built in a register: one store per word */
+		for (unsigned b = 0; b < 64; b++)
+			x |= (uint64_t)(mask[e + b] != 0.0f) << b;
+		w[(e0 + e) >> 6] = x;
+	}
+	for (; e < n; e++)
+		w[(e0 + e) >> 6] |= (uint64_t)(mask[e] != 0.0f) << ((e0 + e) & 63);
+}
+
+static void ref_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		uint64_t x = e0 + e;
+		mask[e] = (w[x >> 6] >> (x & 63)) & 1 ? 1.0f : 0.0f;
+	}
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -162,6 +185,7 @@ const struct bf_kern bf_kern_ref = {
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
+	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

@@ -406,6 +406,46 @@ static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, do
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
+/* Whole words from eight movemasks of eight lanes each; partial words through the reference. */
+static void v_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
+{
+	size_t head = (size_t)((64 - (e0 & 63)) & 63);
+	if (head > n)
+		head = n;
+	bf_kern_ref.mask_pack(w, e0, mask, head);
+	size_t e = head;
+	const __m256 zero = _mm256_setzero_ps();
+	for (; e + 64 <= n; e += 64) {
+		uint64_t x = 0;
+		for (unsigned g = 0; g < 8; g++) {
+			__m256 v = _mm256_loadu_ps(mask + e + 8 * g);
+			x |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ)) << (8 * g);
+		}
+		w[(e0 + e) >> 6] = x;
+	}
+	bf_kern_ref.mask_pack(w, e0 + e, mask + e, n - e);
+}
+
+/* Eight lanes from one byte of a word: lane j = (byte >> j) & 1. */
+static void v_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
+{
+	size_t head = (size_t)((8 - (e0 & 7)) & 7);
+	if (head > n)
+		head = n;
+	bf_kern_ref.mask_unpack(w, e0, mask, head);
+	size_t e = head;
+	const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+	const __m256 one = _mm256_set1_ps(1.0f);
+	for (; e + 8 <= n; e += 8) {
+		uint64_t x = e0 + e;
+		int byte = (int)((w[x >> 6] >> (x & 63)) & 0xff);
+		__m256i b = _mm256_and_si256(_mm256_set1_epi32(byte), sel);
+		__m256 on = _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, sel));
+		_mm256_storeu_ps(mask + e, _mm256_and_ps(on, one));
+	}
+	bf_kern_ref.mask_unpack(w, e0 + e, mask + e, n - e);
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
@@ -414,6 +454,7 @@ static const struct bf_kern kern_avx2 = {
 	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
 	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
+	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the

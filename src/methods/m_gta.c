@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,15 +96,90 @@ struct gta_model {
 	float w;
 };
 
+/* The random masks of DARE and DELLA, drawn once more in the kernel after the rescale pass drew
+ * them for the L1 sums, cost as much as that whole pass (Philox, or DELLA's row ranks). The
+ * rescale pass therefore keeps them as bits when a process-wide budget allows, and the kernel
+ * reads them while they last. They are a pure cache: the kernel draws the same mask itself when
+ * the bits are gone, so freeing them early only costs time. They are freed once the kernel has
+ * consumed as many elements as the tensor has (a sequential read consumes each once), or with
+ * the statistics. */
+#define MASK_BITS_BUDGET ((uint64_t)16 << 20)
+static _Atomic uint64_t mask_bits_bytes;
+
+struct gta_bits {
+	pthread_mutex_t lock;
+	uint64_t *words;         /* model i's bit e at words[i * per + e / 64], bit e % 64 */
+	uint64_t per, bytes;     /* words per model; bytes reserved from the budget */
+	uint64_t consumed;       /* elements the kernel has computed with them */
+	unsigned users;          /* kernels reading them now */
+};
+
 struct gta_stats {
 	const struct gta_cfg *cfg;
 	struct gta_idx ix;
 	uint32_t n;              /* task vectors */
 	bool normalize, count, rescale;
 	float lambda;
-	uint64_t row_len;
+	uint64_t row_len, numel;
+	struct gta_bits *bits;   /* mask bits (NULL: none kept); mutable cache behind const stats */
 	struct gta_model m[];
 };
+
+static void bits_free(struct gta_bits *b)
+{
+	if (!b)
+		return;
+	free(b->words);
+	atomic_fetch_sub(&mask_bits_bytes, b->bytes);
+	b->words = NULL;
+	b->bytes = 0;
+}
+
+/* Room for every model's mask bits, or NULL (over the budget, or out of memory). */
+static struct gta_bits *bits_new(uint32_t n, uint64_t numel)
+{
+	uint64_t per = (numel + 63) / 64, bytes = per * n * sizeof(uint64_t);
+	uint64_t cur = atomic_load(&mask_bits_bytes);
+	do {
+		if (cur + bytes > MASK_BITS_BUDGET)
+			return NULL;
+	} while (!atomic_compare_exchange_weak(&mask_bits_bytes, &cur, cur + bytes));
+	struct gta_bits *b = calloc(1, sizeof(*b));
+	uint64_t *w = b ? calloc(per * n, sizeof(uint64_t)) : NULL;
+	if (!w) {
+		free(b);
+		atomic_fetch_sub(&mask_bits_bytes, bytes);
+		return NULL;
+	}
+	pthread_mutex_init(&b->lock, NULL);
+	b->words = w;
+	b->per = per;
+	b->bytes = bytes;
+	return b;
+}
+
+/* The words to read for a kernel call, or NULL (draw the masks); pair with bits_release. */
+static const uint64_t *bits_acquire(struct gta_bits *b)
+{
+	if (!b)
+		return NULL;
+	pthread_mutex_lock(&b->lock);
+	const uint64_t *w = b->words;
+	if (w)
+		b->users++;
+	pthread_mutex_unlock(&b->lock);
+	return w;
+}
+
+static void bits_release(struct gta_bits *b, uint64_t numel, size_t n)
+{
+	pthread_mutex_lock(&b->lock);
+	b->users--;
+	b->consumed += n;
+	if (b->consumed >= numel && !b->users)
+		bits_free(b);
+	pthread_mutex_unlock(&b->lock);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Masks
@@ -296,6 +373,8 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 			int r = gta_mask(st, i, d, e0, n, mask);
 			if (r)
 				return r;
+			if (st->bits) /* blocks arrive in order, on one thread */
+				bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask, n);
 			/* partial sums per block (blocks do not depend on chunk size or threads) */
 			bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
 		}
@@ -313,6 +392,11 @@ static void gta_free(void *p)
 		bf_select_free(&st->m[i].lo);
 		bf_select_free(&st->m[i].hi);
 	}
+	if (st->bits) {
+		bits_free(st->bits);
+		pthread_mutex_destroy(&st->bits->lock);
+		free(st->bits);
+	}
 	free(st);
 }
 
@@ -327,6 +411,7 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 	st->ix = gta_index(me);
 	st->n = n;
 	st->row_len = t->row_len;
+	st->numel = t->numel;
 	st->normalize = t->g[st->ix.normalize] != 0;
 	st->rescale = t->g[st->ix.rescale] != 0;
 	st->lambda = (float)t->g[st->ix.lambda];
@@ -396,6 +481,8 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		}
 	}
 	if (!r && need_sums) {
+		if (st->cfg->sp == SP_RANDOM || st->cfg->sp == SP_DELLA)
+			st->bits = bits_new(n, N); /* NULL is fine: the kernel draws the masks */
 		ps.kind = 1;
 		r = bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n && !r; i++) {
@@ -429,14 +516,19 @@ static int gta_kernel(const struct bf_kargs *a)
 	float *mask = bf_scratch(1, cnt * sizeof(float));
 	if (!D || !mask)
 		return -ENOMEM;
+	const uint64_t *bits = bits_acquire(st->bits);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct gta_model *m = &st->m[i];
 		float *Di = D + (size_t)i * cnt;
 		bf_kern->sub(Di, a->in[i + 1], B, cnt);
 		if (m->sparse || m->none) {
-			int r = gta_mask(st, i, Di, a->e0, cnt, mask);
-			if (r)
-				return r;
+			if (bits) {
+				bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, a->e0, mask, cnt);
+			} else {
+				int r = gta_mask(st, i, Di, a->e0, cnt, mask);
+				if (r)
+					return r;
+			}
 			for (size_t e = 0; e < cnt; e++)
 				Di[e] = Di[e] * mask[e];
 			if (m->scale != 1.0f)
@@ -444,6 +536,8 @@ static int gta_kernel(const struct bf_kargs *a)
 		}
 		bf_kern->scale(Di, Di, m->w, cnt);
 	}
+	if (bits)
+		bits_release(st->bits, st->numel, cnt);
 	float *out = a->out;
 	if (st->cfg->consensus) {
 		float *den = bf_scratch(2, cnt * sizeof(float));
