@@ -613,10 +613,12 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 	bool std = cost == c->std_cost;
 	if (std)
 		blk = pool_pop(c);
-	if (std && !blk && c->once_n > ONCE_KEEP) {
+	while (std && !blk && c->once_n > ONCE_KEEP) {
 		/* The oldest chunk a sequential stream has consumed: take its block rather than
 		 * grow, even below the budget. A stream then cycles through a few warm blocks
-		 * instead of faulting in fresh memory for every chunk it reads once. */
+		 * instead of faulting in fresh memory for every chunk it reads once. One that
+		 * cannot give its block (a short last chunk, or pinned again) leaves the list as an
+		 * ordinary entry, so that it does not block the ones behind it. */
 		struct bf_centry *v = c->once_head;
 		if (v->refs == 0 && entry_cost(v->size) == cost) {
 			unlink_entry(c, v);
@@ -624,6 +626,8 @@ struct bf_centry *bf_cache_get(struct bf_cache *c, uint64_t key, uint32_t tag, s
 			c->recycled_once++;
 			c->used -= cost;
 			blk = v;
+		} else {
+			once_remove(c, v);
 		}
 	}
 	make_room(c, cost, std && !blk ? &blk : NULL, &tofree);

@@ -631,6 +631,29 @@ BF_TEST(stream_chunks_recycled_first)
 	for (uint64_t k = 300 - KEEP; k < 300; k++)
 		EXPECT(touch(c, k, S) == 0); /* the newest consumed ones too (now ordinary again) */
 
+	/* a consumed chunk of another size (a shard's short last chunk) at the head of the list
+	 * leaves it instead of blocking recycling for the standard-size ones behind it */
+	{
+		struct bf_cache *c2 = bf_cache_new(N * C, S);
+		bool fill;
+		struct bf_centry *e = bf_cache_get(c2, 1, 0, 100, &fill);
+		EXPECT(e && fill);
+		pat_fill(bf_centry_data(e), 100, 1);
+		bf_cache_fill_done(c2, e, 0);
+		bf_cache_put_once(c2, e);
+		for (uint64_t k = 2; k < 2 + KEEP + 5; k++) {
+			e = bf_cache_get(c2, k, 0, S, &fill);
+			EXPECT(e && fill);
+			pat_fill(bf_centry_data(e), S, k);
+			bf_cache_fill_done(c2, e, 0);
+			bf_cache_put_once(c2, e);
+		}
+		struct bf_cache_stats s2 = stats(c2);
+		EXPECT(s2.recycled_once >= 3); /* the stream recycles although the short one came first */
+		EXPECT(touch(c2, 1, 100) == 0); /* the short chunk is still cached, as an ordinary entry */
+		bf_cache_free(c2);
+	}
+
 	/* those reads made them ordinary, and one consumed chunk is too few to recycle: the next
 	 * misses allocate */
 	EXPECT(touch(c, 400, S) == 1);
