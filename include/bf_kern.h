@@ -53,6 +53,17 @@ struct bf_kern {
 	 * product in f32), each term widened to double and summed like dots_f64 (4 accumulators by
 	 * e % 4, added as (a0 + a1) + (a2 + a3) at the end of the call). */
 	void (*l1_pair)(const float *d, const float *mask, size_t n, double *a, double *b);
+	/* One task vector of a TIES-family kernel, in one pass instead of four:
+	 *   d[e] = x[e] - b[e]; then, when masked, d[e] * m[e] with m[e] = mask[e] (mask != NULL)
+	 *   or the top-k test of topk_mask on that difference (mask == NULL, tk_on); then
+	 *   d[e] * scale when scale != 1; then d[e] * w. The same f32 operations in the same
+	 *   order as sub, (topk_mask), the mask product, scale, scale. */
+	void (*gta_prep)(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+			 uint64_t ti, uint64_t e0, float scale, float w, size_t n);
+	/* The end of a TIES-family kernel: out[e] = out[e] / (den[e] == 0 ? 1 : den[e]) when
+	 * normalize, then * lam when use_lam, then + b[e] (div, scale, add in one pass). */
+	void (*gta_finish)(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			   size_t n);
 	/* Mask bits: bit (e0 + e) of w (bit x is w[x / 64] >> (x % 64)) = mask[e] != 0, for
 	 * e < n; words the range only partly covers must be zero there beforehand (they are
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */

@@ -153,6 +153,38 @@ static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, 
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
+static void ref_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+			 uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float v = x[e] - b[e];
+		if (mask) {
+			v = v * mask[e];
+		} else if (tk_on) {
+			uint32_t u;
+			memcpy(&u, &v, 4);
+			uint32_t key = ~(u & 0x7fffffffu);
+			v = v * (key < tk || (key == tk && e0 + e < ti) ? 1.0f : 0.0f);
+		}
+		if (scale != 1.0f)
+			v = v * scale;
+		d[e] = v * w;
+	}
+}
+
+static void ref_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			   size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float o = out[e];
+		if (normalize)
+			o = o / (den[e] == 0.0f ? 1.0f : den[e]);
+		if (use_lam)
+			o = o * lam;
+		out[e] = o + b[e];
+	}
+}
+
 static void ref_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
 {
 	size_t e = 0;
@@ -186,6 +218,7 @@ const struct bf_kern bf_kern_ref = {
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
+	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

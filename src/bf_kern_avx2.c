@@ -406,6 +406,60 @@ static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, do
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
+static void v_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+		       uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
+	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
+	const __m256i flip = _mm256_set1_epi32((int)0x80000000u), absm = _mm256_set1_epi32(0x7fffffff);
+	const __m256i vtk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), flip), vtk_raw = _mm256_set1_epi32((int)tk);
+	const __m256i vlim = _mm256_set1_epi32(lim);
+	const __m256 one = _mm256_set1_ps(1.0f), vs = _mm256_set1_ps(scale), vw = _mm256_set1_ps(w);
+	__m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const int use_scale = scale != 1.0f;
+	size_t e = 0;
+	if (n <= 0x7fffffffu)
+		for (; e + 8 <= n; e += 8) {
+			__m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + e), _mm256_loadu_ps(b + e));
+			if (mask) {
+				v = _mm256_mul_ps(v, _mm256_loadu_ps(mask + e));
+			} else if (tk_on) {
+				__m256i key = _mm256_xor_si256(_mm256_and_si256(_mm256_castps_si256(v), absm),
+							       _mm256_set1_epi32(-1));
+				__m256i lt = _mm256_cmpgt_epi32(vtk, _mm256_xor_si256(key, flip));
+				__m256i eq = _mm256_cmpeq_epi32(key, vtk_raw);
+				__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, _mm256_cmpgt_epi32(vlim, idx)));
+				v = _mm256_mul_ps(v, _mm256_and_ps(_mm256_castsi256_ps(keep), one));
+			}
+			if (use_scale)
+				v = _mm256_mul_ps(v, vs);
+			_mm256_storeu_ps(d + e, _mm256_mul_ps(v, vw));
+			idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
+		}
+	if (e < n)
+		bf_kern_ref.gta_prep(d + e, x + e, b + e, mask ? mask + e : NULL, tk_on, tk, ti, e0 + e, scale, w, n - e);
+}
+
+static void v_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			 size_t n)
+{
+	const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), vl = _mm256_set1_ps(lam);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 o = _mm256_loadu_ps(out + e);
+		if (normalize) {
+			__m256 dn = _mm256_loadu_ps(den + e);
+			dn = _mm256_blendv_ps(dn, one, _mm256_cmp_ps(dn, zero, _CMP_EQ_OQ));
+			o = _mm256_div_ps(o, dn);
+		}
+		if (use_lam)
+			o = _mm256_mul_ps(o, vl);
+		_mm256_storeu_ps(out + e, _mm256_add_ps(o, _mm256_loadu_ps(b + e)));
+	}
+	if (e < n)
+		bf_kern_ref.gta_finish(out + e, den + e, b + e, normalize, lam, use_lam, n - e);
+}
+
 /* Whole words from eight movemasks of eight lanes each; partial words through the reference. */
 static void v_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
 {
@@ -455,6 +509,7 @@ static const struct bf_kern kern_avx2 = {
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
 	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
+	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the

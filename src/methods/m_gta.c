@@ -520,21 +520,26 @@ static int gta_kernel(const struct bf_kargs *a)
 	for (uint32_t i = 0; i < n; i++) {
 		const struct gta_model *m = &st->m[i];
 		float *Di = D + (size_t)i * cnt;
-		bf_kern->sub(Di, a->in[i + 1], B, cnt);
-		if (m->sparse || m->none) {
-			if (bits) {
-				bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, a->e0, mask, cnt);
-			} else {
-				int r = gta_mask(st, i, Di, a->e0, cnt, mask);
-				if (r)
-					return r;
-			}
-			for (size_t e = 0; e < cnt; e++)
-				Di[e] = Di[e] * mask[e];
-			if (m->scale != 1.0f)
-				bf_kern->scale(Di, Di, m->scale, cnt);
+		const float *x = a->in[i + 1];
+		if (!m->sparse && !m->none) {
+			bf_kern->gta_prep(Di, x, B, NULL, 0, 0, 0, a->e0, 1.0f, m->w, cnt);
+			continue;
 		}
-		bf_kern->scale(Di, Di, m->w, cnt);
+		if (bits) {
+			bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, a->e0, mask, cnt);
+		} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
+			/* the top-k test inside the one pass (everything kept: no mask at all) */
+			bool all = (m->hi.thr_key >> 32) != 0;
+			bf_kern->gta_prep(Di, x, B, NULL, !all, (uint32_t)m->hi.thr_key, m->hi.thr_idx, a->e0, m->scale,
+					  m->w, cnt);
+			continue;
+		} else {
+			bf_kern->sub(Di, x, B, cnt); /* the other masks look at the differences */
+			int r = gta_mask(st, i, Di, a->e0, cnt, mask);
+			if (r)
+				return r; /* bits is NULL on this path: nothing to release */
+		}
+		bf_kern->gta_prep(Di, x, B, mask, 0, 0, 0, a->e0, m->scale, m->w, cnt);
 	}
 	if (bits)
 		bits_release(st->bits, st->numel, cnt);
@@ -547,13 +552,8 @@ static int gta_kernel(const struct bf_kargs *a)
 		for (uint32_t i = 0; i < n; i++)
 			w[i] = st->m[i].w;
 		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
-		/* two plain loops (a select, not a branch) so that both vectorise */
-		if (st->normalize) {
-			for (size_t e = 0; e < cnt; e++)
-				den[e] = den[e] == 0.0f ? 1.0f : den[e];
-			for (size_t e = 0; e < cnt; e++)
-				out[e] = out[e] / den[e];
-		}
+		bf_kern->gta_finish(out, den, B, st->normalize, st->lambda, st->lambda != 1.0f, cnt);
+		return 0;
 	} else {
 		/* no consensus: the divisor is one number, and everything vectorises */
 		float den = 0.0f;

@@ -384,6 +384,74 @@ BF_TEST(mask_bits)
 	}
 }
 
+/* gta_prep and gta_finish against the primitive sequences they replace, in every variant */
+BF_TEST(gta_fused_steps)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 300;
+		float x[300], b[300], m[300], d1[300], d2[300], d3[300], out[300], den[300], o1[300], o2[300];
+		for (size_t e = 0; e < n; e++) {
+			x[e] = rf();
+			b[e] = r32() % 5 ? rf() : x[e]; /* some differences exactly 0 */
+			m[e] = (float)(r32() % 2);
+			out[e] = rf();
+			den[e] = r32() % 4 ? rf() : (r32() % 2 ? 0.0f : -0.0f);
+		}
+		int mode = (int)(r32() % 3); /* 0: no mask, 1: mask array, 2: top-k */
+		float scale = r32() % 2 ? 1.0f : rf(), w = rf();
+		uint64_t e0 = r32() % 1000, ti = e0 + r32() % (n + 2);
+		/* a threshold key from the data, so that ties at the key occur */
+		float pick = x[r32() % n] - b[r32() % n];
+		uint32_t u;
+		memcpy(&u, &pick, 4);
+		uint32_t tk = ~(u & 0x7fffffffu);
+		/* the sequence gta_kernel used: sub, mask product, scale when != 1, scale by w */
+		bf_kern_ref.sub(d1, x, b, n);
+		if (mode) {
+			float mm[300];
+			if (mode == 1)
+				memcpy(mm, m, n * 4);
+			else
+				bf_kern_ref.topk_mask(mm, d1, tk, ti, e0, n);
+			for (size_t e = 0; e < n; e++)
+				d1[e] = d1[e] * mm[e];
+			if (scale != 1.0f)
+				bf_kern_ref.scale(d1, d1, scale, n);
+		}
+		bf_kern_ref.scale(d1, d1, w, n);
+		float sc = mode ? scale : 1.0f;
+		bf_kern_ref.gta_prep(d2, x, b, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, sc, w, n);
+		EXPECT(memcmp(d1, d2, n * 4) == 0);
+		if (simd) {
+			simd->gta_prep(d3, x, b, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, sc, w, n);
+			EXPECT(memcmp(d1, d3, n * 4) == 0);
+		}
+		int norm = (int)(r32() % 2), ul = (int)(r32() % 2);
+		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f; /* a recipe's lambda: finite */
+		memcpy(o1, out, n * 4);
+		for (size_t e = 0; e < n; e++) {
+			if (norm)
+				o1[e] = o1[e] / (den[e] == 0.0f ? 1.0f : den[e]);
+		}
+		if (ul)
+			bf_kern_ref.scale(o1, o1, lam, n);
+		bf_kern_ref.add(o1, b, n);
+		memcpy(o2, out, n * 4);
+		bf_kern_ref.gta_finish(o2, den, b, norm, lam, ul, n);
+		EXPECT(memcmp(o1, o2, n * 4) == 0);
+		if (simd) {
+			memcpy(o2, out, n * 4);
+			simd->gta_finish(o2, den, b, norm, lam, ul, n);
+			/* bit for bit, except which payload survives when two NaNs meet (IEEE 754 leaves
+			 * that open, and compilers swap the operands of commutative operations) */
+			int same = 1;
+			for (size_t e = 0; e < n; e++)
+				same &= memcmp(&o1[e], &o2[e], 4) == 0 || (isnan(o1[e]) && isnan(o2[e]));
+			EXPECT(same);
+		}
+	}
+}
+
 BF_TEST(reference_values)
 {
 	/* the reference itself against hand-worked values */
@@ -413,6 +481,7 @@ int main(void)
 	RUN(dots);
 	RUN(l1_pair);
 	RUN(mask_bits);
+	RUN(gta_fused_steps);
 	RUN(reference_values);
 	return bf_test_report();
 }
