@@ -107,14 +107,19 @@ static void ref_consensus(float *out, float *den, const float *D, size_t stride,
 	}
 }
 
+/* The top-k test of element idx with difference d: 1 when (~bits(|d|), idx) < (tk, ti). */
+static inline float topk_keep(float d, uint32_t tk, uint64_t ti, uint64_t idx)
+{
+	uint32_t u;
+	memcpy(&u, &d, 4);
+	uint32_t key = ~(u & 0x7fffffffu);
+	return key < tk || (key == tk && idx < ti) ? 1.0f : 0.0f;
+}
+
 static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
 {
-	for (size_t e = 0; e < n; e++) {
-		uint32_t u;
-		memcpy(&u, &d[e], 4);
-		uint32_t key = ~(u & 0x7fffffffu);
-		mask[e] = key < tk || (key == tk && e0 + e < ti) ? 1.0f : 0.0f;
-	}
+	for (size_t e = 0; e < n; e++)
+		mask[e] = topk_keep(d[e], tk, ti, e0 + e);
 }
 
 static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
@@ -161,10 +166,7 @@ static void ref_gta_prep(float *d, const float *x, const float *b, const float *
 		if (mask) {
 			v = v * mask[e];
 		} else if (tk_on) {
-			uint32_t u;
-			memcpy(&u, &v, 4);
-			uint32_t key = ~(u & 0x7fffffffu);
-			v = v * (key < tk || (key == tk && e0 + e < ti) ? 1.0f : 0.0f);
+			v = v * topk_keep(v, tk, ti, e0 + e);
 		}
 		if (scale != 1.0f)
 			v = v * scale;

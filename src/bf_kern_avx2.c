@@ -218,25 +218,43 @@ static void v_consensus(float *out, float *den, const float *D, size_t stride, c
 		bf_kern_ref.consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
 }
 
-static void v_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+/* The top-k test of topk_mask, 8 lanes at a time: unsigned compares through the sign flip, and
+ * the index test becomes lane index < lim within the block (n <= 2^31 - 1). */
+struct topk8 {
+	__m256i flip, absm, tk, tk_raw, lim;
+};
+
+static inline struct topk8 topk8_init(uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
 {
-	/* unsigned compares through the sign flip; the index test becomes e < lim within the block */
 	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
 	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
-	__m256i flip = _mm256_set1_epi32((int)0x80000000u), absm = _mm256_set1_epi32(0x7fffffff);
-	__m256i vtk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), flip), vtk_raw = _mm256_set1_epi32((int)tk);
-	__m256i vlim = _mm256_set1_epi32(lim), idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	__m256 one = _mm256_set1_ps(1.0f);
+	struct topk8 c;
+	c.flip = _mm256_set1_epi32((int)0x80000000u);
+	c.absm = _mm256_set1_epi32(0x7fffffff);
+	c.tk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), c.flip);
+	c.tk_raw = _mm256_set1_epi32((int)tk);
+	c.lim = _mm256_set1_epi32(lim);
+	return c;
+}
+
+/* 1.0f where lane (index idx within the block) is kept, else 0.0f */
+static inline __m256 topk8_keep(const struct topk8 *c, __m256 d, __m256i idx)
+{
+	__m256i key = _mm256_xor_si256(_mm256_and_si256(_mm256_castps_si256(d), c->absm), _mm256_set1_epi32(-1));
+	__m256i lt = _mm256_cmpgt_epi32(c->tk, _mm256_xor_si256(key, c->flip));
+	__m256i eq = _mm256_cmpeq_epi32(key, c->tk_raw);
+	__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, _mm256_cmpgt_epi32(c->lim, idx)));
+	return _mm256_and_ps(_mm256_castsi256_ps(keep), _mm256_set1_ps(1.0f));
+}
+
+static void v_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
+{
+	const struct topk8 c = topk8_init(tk, ti, e0, n);
+	__m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 	size_t e = 0;
 	if (n <= 0x7fffffffu)
 		for (; e + 8 <= n; e += 8) {
-			__m256i u = _mm256_castps_si256(_mm256_loadu_ps(d + e));
-			__m256i key = _mm256_xor_si256(_mm256_and_si256(u, absm), _mm256_set1_epi32(-1));
-			__m256i lt = _mm256_cmpgt_epi32(vtk, _mm256_xor_si256(key, flip));
-			__m256i eq = _mm256_cmpeq_epi32(key, vtk_raw);
-			__m256i early = _mm256_cmpgt_epi32(vlim, idx);
-			__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, early));
-			_mm256_storeu_ps(mask + e, _mm256_and_ps(_mm256_castsi256_ps(keep), one));
+			_mm256_storeu_ps(mask + e, topk8_keep(&c, _mm256_loadu_ps(d + e), idx));
 			idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
 		}
 	if (e < n)
@@ -409,12 +427,8 @@ static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, do
 static void v_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
 		       uint64_t ti, uint64_t e0, float scale, float w, size_t n)
 {
-	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
-	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
-	const __m256i flip = _mm256_set1_epi32((int)0x80000000u), absm = _mm256_set1_epi32(0x7fffffff);
-	const __m256i vtk = _mm256_xor_si256(_mm256_set1_epi32((int)tk), flip), vtk_raw = _mm256_set1_epi32((int)tk);
-	const __m256i vlim = _mm256_set1_epi32(lim);
-	const __m256 one = _mm256_set1_ps(1.0f), vs = _mm256_set1_ps(scale), vw = _mm256_set1_ps(w);
+	const struct topk8 c = topk8_init(tk, ti, e0, n);
+	const __m256 vs = _mm256_set1_ps(scale), vw = _mm256_set1_ps(w);
 	__m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 	const int use_scale = scale != 1.0f;
 	size_t e = 0;
@@ -424,12 +438,7 @@ static void v_gta_prep(float *d, const float *x, const float *b, const float *ma
 			if (mask) {
 				v = _mm256_mul_ps(v, _mm256_loadu_ps(mask + e));
 			} else if (tk_on) {
-				__m256i key = _mm256_xor_si256(_mm256_and_si256(_mm256_castps_si256(v), absm),
-							       _mm256_set1_epi32(-1));
-				__m256i lt = _mm256_cmpgt_epi32(vtk, _mm256_xor_si256(key, flip));
-				__m256i eq = _mm256_cmpeq_epi32(key, vtk_raw);
-				__m256i keep = _mm256_or_si256(lt, _mm256_and_si256(eq, _mm256_cmpgt_epi32(vlim, idx)));
-				v = _mm256_mul_ps(v, _mm256_and_ps(_mm256_castsi256_ps(keep), one));
+				v = _mm256_mul_ps(v, topk8_keep(&c, v, idx));
 			}
 			if (use_scale)
 				v = _mm256_mul_ps(v, vs);

@@ -28,7 +28,7 @@
  * buckets, and one counter per bucket would make every increment wait for the previous one to
  * the same address. */
 #define LANES 4u
-/* widest window, in buckets (the bucket offset is stored in one byte) */
+/* widest window, in buckets: past it the guess is too vague to be worth collecting for */
 #define WINDOW_MAX 256u
 
 enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_DONE = BF_SELECT_DONE };
