@@ -290,27 +290,23 @@ def test_check(t, conf, tmp, quick):
     erow = np.asarray(expm.raw(tname)).ravel()
     j = next((j for j in range(idx.size) if len(set(cand[j].tolist()) - {int(erow[idx[j]])}) > 0), None)
     if j is not None:
+        def set_tie_elem(v):
+            # rewrite callback: element idx[j] of tname becomes v
+            def edit(name, dt, raw):
+                if name == tname:
+                    raw.reshape(-1)[idx[j]] = v
+                return raw
+            return edit
+
         alt = [c for c in cand[j] if c != erow[idx[j]]][0]
-
-        def set_alt(name, dt, raw, v=alt):
-            if name == tname:
-                raw.reshape(-1)[idx[j]] = v
-            return raw
-
         d = os.path.join(tmp, "ties_alt")
-        rewrite_model(os.path.join(exp, "ties"), d, set_alt)
+        rewrite_model(os.path.join(exp, "ties"), d, set_tie_elem(alt))
         rc, text = run_check("ties", d, conf)
         t.check("conformance_check: ties with another valid tie candidate passes", rc == 0,
                 text.strip().splitlines()[-1])
         bad_v = int(max(cand[j].max(), erow[idx[j]])) + 5
-
-        def set_bad(name, dt, raw, v=bad_v):
-            if name == tname:
-                raw.reshape(-1)[idx[j]] = v
-            return raw
-
         d = os.path.join(tmp, "ties_badcand")
-        rewrite_model(os.path.join(exp, "ties"), d, set_bad)
+        rewrite_model(os.path.join(exp, "ties"), d, set_tie_elem(bad_v))
         rc, text = run_check("ties", d, conf)
         t.check("conformance_check: ties with a non-candidate at a tie index fails", rc == 1,
                 text.strip().splitlines()[-1])
