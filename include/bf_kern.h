@@ -14,6 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* entries past cap that window_scan may write */
+#define BF_SCAN_SLACK 16
+
 struct bf_kern {
 	const char *name;
 	void (*bf16_to_f32)(const void *src, float *dst, size_t n);
@@ -69,6 +72,13 @@ struct bf_kern {
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
 	void (*mask_pack)(uint64_t *w, uint64_t e0, const float *mask, size_t n);
 	void (*mask_unpack)(const uint64_t *w, uint64_t e0, float *mask, size_t n);
+	/* bf_select's streaming window pass: returns how many keys[j] are < lo, and appends every
+	 * key with lo <= key <= lo + w (key - lo <= w, unsigned) to ok[], and idx0 + j to oi[], at
+	 * *cn in index order. *cn counts every match; entries at cap and beyond are not kept, and
+	 * ok/oi must have room for cap + BF_SCAN_SLACK entries, which vector variants may write
+	 * with whole vectors. */
+	uint64_t (*window_scan)(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
+				uint32_t *oi, uint64_t *cn, uint64_t cap);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
 	 * in struct bf_rng). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

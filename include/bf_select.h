@@ -5,13 +5,15 @@
  * value is mapped to a 32-bit key whose unsigned order is the wanted order (|x| ascending:
  * the f32 bits of |x|; descending: their complement), and ties are broken by the flat index,
  * i.e. a STABLE sort. A radix select then finds the (key, index) pair of rank R:
- *   pass 1: histogram of the top 16 key bits      -> the bucket holding rank R, and its size;
- *           with it, the elements of a window of buckets guessed from the first block
+ *   pass 1: the first block's top-16-bit histogram guesses a window of buckets around rank R;
+ *           the rest of the pass only counts the keys below the window and collects the
+ *           window's (key, index) pairs (a vectorised scan, bf_kern->window_scan)
  *   if the guess held: the buffer gives the exact key, and the index of rank R among the
  *           elements equal to it (one pass in all);
- *   else pass 2: collect that bucket's elements    -> the same, from memory (two passes)
- * (a bucket too large to collect is counted by its low 16 bits instead, and a third pass finds
- * the index among equal keys). The result never depends on the guess, only the pass count.
+ *   else: histogram of the top 16 key bits over the whole tensor -> the bucket holding rank R,
+ *           then a pass that collects that bucket -> the same, from memory (three passes)
+ * (a bucket too large to collect is counted by its low 16 bits instead, and a further pass
+ * finds the index among equal keys). The result never depends on the guess, only the pass count.
  * "rank(x, i) < R"  <=>  (key(x), i) < (key*, i*)  lexicographically, so a chunk can test any
  * element on its own afterwards. R >= n selects everything, R == 0 nothing.
  *
@@ -37,13 +39,14 @@ struct bf_select {
 	bool failed;          /* allocation failure, or the data changed between passes */
 	bool value_only;      /* only the key is wanted (no tie pass) */
 	bool fed;             /* the first block has been seen */
-	bool spec;            /* pass 1 collects the guessed window [wlo, whi] of buckets */
+	bool spec;            /* pass 1 scans the guessed window [wlo, whi] of buckets */
 	uint32_t wlo, whi;
+	uint64_t below;       /* window pass: keys below bucket wlo */
 	uint32_t hi;          /* the selected top 16 bits */
 	uint32_t key;         /* the selected key */
 	uint64_t need;        /* rank still to go within the bucket / among elements equal to the key */
 	uint64_t *hist;       /* 65536 buckets (x4 lanes during pass 1) */
-	uint64_t *col;        /* collected elements, in index order: key << 32 | flat index */
+	uint32_t *ck, *ci;    /* collected keys and their flat indices, in index order (one block) */
 	uint64_t col_n, col_cap, col_bytes;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;

@@ -210,6 +210,25 @@ static void ref_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t 
 	}
 }
 
+static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
+				uint32_t *oi, uint64_t *cn, uint64_t cap)
+{
+	uint64_t below = 0, c = *cn;
+	for (size_t j = 0; j < n; j++) {
+		uint32_t k = keys[j];
+		below += k < lo;
+		if (k - lo <= w) {
+			if (c < cap) {
+				ok[c] = k;
+				oi[c] = idx0 + (uint32_t)j;
+			}
+			c++;
+		}
+	}
+	*cn = c;
+	return below;
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -220,7 +239,7 @@ const struct bf_kern bf_kern_ref = {
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
-	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
+	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish, .window_scan = ref_window_scan,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

@@ -509,6 +509,54 @@ static void v_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
 	bf_kern_ref.mask_unpack(w, e0 + e, mask + e, n - e);
 }
 
+/* Left-pack permutations: byte l of pack_lut[m] is the lane of the l-th set bit of m (filled
+ * once by bf_kern_avx2, before any kernel runs). */
+static uint64_t pack_lut[256];
+
+static void pack_lut_fill(void)
+{
+	for (unsigned m = 0; m < 256; m++) {
+		uint64_t v = 0;
+		unsigned l = 0;
+		for (unsigned b = 0; b < 8; b++)
+			if (m >> b & 1)
+				v |= (uint64_t)b << (8 * l++);
+		pack_lut[m] = v;
+	}
+}
+
+/* 8 keys at a time, branch-free: the below count from a mask popcount, and the window's keys
+ * and indices left-packed with one permutation each and stored whole at the end of the buffer
+ * (which advances by the match count), while the buffer has room. */
+static uint64_t v_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
+			      uint32_t *oi, uint64_t *cn, uint64_t cap)
+{
+	const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+	const __m256i vlo = _mm256_set1_epi32((int)lo), slo = _mm256_set1_epi32((int)(lo ^ 0x80000000u));
+	const __m256i sw = _mm256_set1_epi32((int)(w ^ 0x80000000u)), eight = _mm256_set1_epi32(8);
+	__m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)idx0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+	uint64_t below = 0, c = *cn;
+	size_t j = 0;
+	for (; j + 8 <= n; j += 8) {
+		__m256i k = _mm256_loadu_si256((const __m256i *)(keys + j));
+		/* unsigned compares as signed ones on sign-flipped values */
+		__m256i lt = _mm256_cmpgt_epi32(slo, _mm256_xor_si256(k, sign));
+		__m256i out = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_sub_epi32(k, vlo), sign), sw);
+		unsigned mb = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+		unsigned mi = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(out)) & 0xffu;
+		below += (uint64_t)__builtin_popcount(mb);
+		if (c < cap) {
+			__m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)pack_lut[mi]));
+			_mm256_storeu_si256((__m256i *)(ok + c), _mm256_permutevar8x32_epi32(k, perm));
+			_mm256_storeu_si256((__m256i *)(oi + c), _mm256_permutevar8x32_epi32(idx, perm));
+		}
+		c += (uint64_t)__builtin_popcount(mi);
+		idx = _mm256_add_epi32(idx, eight);
+	}
+	*cn = c;
+	return below + bf_kern_ref.window_scan(keys + j, n - j, lo, w, idx0 + (uint32_t)j, ok, oi, cn, cap);
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
@@ -518,7 +566,7 @@ static const struct bf_kern kern_avx2 = {
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
 	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
-	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
+	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish, .window_scan = v_window_scan,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the
@@ -527,7 +575,10 @@ const struct bf_kern *bf_kern_avx2(void)
 {
 	unsigned a, b, c, d;
 	__builtin_cpu_init();
-	if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C))
+	if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) ||
+	    !(c & bit_POPCNT))
 		return NULL;
+	if (!pack_lut[255])
+		pack_lut_fill();
 	return &kern_avx2;
 }

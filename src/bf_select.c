@@ -1,17 +1,19 @@
 /* bf_select.c: exact rank selection (see bf_select.h).
  *
- * Pass 1 streams every element once: a histogram of the top 16 key bits (LANES counters per
- * bucket) and, alongside, a speculative collect: the (key, index) pair of every
- * element whose bucket lies in a window guessed from the first block fed. The guess reads the
- * histogram of that block alone and takes the buckets around its quantile R / total, four
- * standard errors plus half a percent wide (the first rows of a tensor are not a random sample
- * of it). When pass 1 ends the histogram names the bucket holding rank R exactly.
- * If it lies in the window and the buffer did not overflow, the key and the tie-break come
- * from the buffer: one pass over the tensor in all.
+ * Pass 1 counts the top 16 key bits of the first block fed (LANES counters per bucket) and
+ * guesses from that histogram a window of buckets around its quantile R / total, four standard
+ * errors plus half a percent wide (the first rows of a tensor are not a random sample of it).
+ * The rest of the pass, the first block included, is a window scan: a vectorised count of the
+ * keys below the window and a left-packed collect of the window's (key, index) pairs. The
+ * per-key histogram increment it replaces was a scatter that no SIMD unit does well, and cost
+ * most of a TIES read's selection time. When rank R falls inside the window (below <= R <
+ * below + collected) and the buffer did not overflow, key and tie-break come from the buffer:
+ * one pass over the tensor in all.
  *
- * Otherwise (a wrong guess, a window too crowded for the buffer budget) pass 2 collects just
- * that bucket, whose size is now known, and finishes the same way: two passes. A bucket larger
- * than bf_select_collect_max, or than the budget allows, takes the counting route: a pass that
+ * Otherwise (a wrong guess, a window too crowded for the buffer budget) a full top-16-bit
+ * histogram pass names the bucket holding rank R, and a further pass collects just that bucket,
+ * whose size is now known, and finishes the same way. A bucket larger than
+ * bf_select_collect_max, or than the budget allows, takes the counting route: a pass that
  * counts the low 16 bits within the bucket, then a tie pass that stops once it has the index.
  *
  * Finishing from a buffer: a 65536-entry histogram of the bucket's low 16 bits gives the key of
@@ -22,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "bf_kern.h"
 #include "bf_select.h"
 
 /* LANES counters per top-bits bucket, used in turn by consecutive keys: keys crowd into a few
@@ -31,7 +34,7 @@
 /* widest window, in buckets: past it the guess is too vague to be worth collecting for */
 #define WINDOW_MAX 256u
 
-enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_DONE = BF_SELECT_DONE };
+enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_WIN = 4, P_DONE = BF_SELECT_DONE };
 
 uint64_t bf_select_collect_max = (uint64_t)1 << 22;
 
@@ -55,27 +58,28 @@ static void collect_release(struct bf_select *s)
 {
 	if (s->col_bytes)
 		atomic_fetch_sub(&collect_bytes, s->col_bytes);
-	free(s->col);
-	s->col = NULL;
+	free(s->ck);
+	s->ck = s->ci = NULL;
 	s->col_bytes = 0;
 	s->col_cap = 0;
 }
 
-/* A buffer for `count` (key << 32 | index) entries. False, with nothing held, when the budget
- * or malloc says no: not fatal, the next route needs less. */
+/* Buffers for `count` keys and indices (+ the scan's slack). False, with nothing held, when the
+ * budget or malloc says no: not fatal, the next route needs less. */
 static bool collect_alloc(struct bf_select *s, uint64_t count)
 {
-	uint64_t bytes = (count + 1) * sizeof(uint64_t); /* + the overflow slot */
+	uint64_t bytes = (count + BF_SCAN_SLACK) * 2 * sizeof(uint32_t);
 	if (!count || !collect_reserve(bytes))
 		return false;
 	s->col_bytes = bytes;
 	s->col_cap = count;
 	s->col_n = 0;
-	s->col = malloc(bytes);
-	if (!s->col) {
+	s->ck = malloc(bytes);
+	if (!s->ck) {
 		collect_release(s);
 		return false;
 	}
+	s->ci = s->ck + count + BF_SCAN_SLACK;
 	return true;
 }
 
@@ -163,21 +167,11 @@ static void spec_start(struct bf_select *s, size_t n)
 	s->spec = true;
 }
 
-/* Append (key << 32 | index) of every key whose top 16 bits lie in [lo, lo + w], in index
- * order; col_n counts past col_cap when the buffer is full (the caller checks). Branch-free:
- * every key is stored at the current end, which advances only on a match (a slot past col_cap
- * takes the stores once the buffer is full), because matches are too frequent and too
- * irregular for a branch to predict. */
-static void collect(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n, uint32_t lo, uint32_t w)
+/* Count the keys below the window, collect the window's (see bf_kern->window_scan). */
+static void win_scan(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
 {
-	uint64_t cn = s->col_n, cap = s->col_cap;
-	uint64_t *col = s->col;
-	for (size_t j = 0; j < n; j++) {
-		uint32_t k = keys[j];
-		col[cn < cap ? cn : cap] = (uint64_t)k << 32 | (uint32_t)(idx0 + j);
-		cn += (k >> 16) - lo <= w;
-	}
-	s->col_n = cn;
+	s->below += bf_kern->window_scan(keys, n, s->wlo << 16, ((s->whi - s->wlo) << 16) | 0xffffu, (uint32_t)idx0,
+					 s->ck, s->ci, &s->col_n, s->col_cap);
 }
 
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
@@ -190,24 +184,30 @@ void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, si
 				s->hist[(keys[i + l] >> 16) * LANES + l]++;
 		for (; i < n; i++)
 			s->hist[(keys[i] >> 16) * LANES]++;
-		if (!s->fed) {
-			s->fed = true; /* the first block is the sample: the histogram holds just it */
-			if (s->spec)
-				spec_start(s, n);
-		}
+		if (s->fed)
+			break;
+		s->fed = true; /* the first block is the sample: the histogram holds just it */
+		if (s->spec)
+			spec_start(s, n);
 		if (!s->spec)
 			break;
-		/* the window's elements, found 8 keys at a time by a branch-free mask */
-		collect(s, keys, idx0, n, s->wlo, s->whi - s->wlo);
+		/* the histogram served its purpose: the pass scans the window from here on */
+		free(s->hist);
+		s->hist = NULL;
+		s->pass = P_WIN;
+		win_scan(s, keys, idx0, n);
 		break;
 	}
+	case P_WIN:
+		win_scan(s, keys, idx0, n);
+		break;
 	case P_RADIX_LO:
 		for (size_t i = 0; i < n; i++)
 			if ((keys[i] >> 16) == s->hi)
 				s->hist[keys[i] & 0xffffu]++;
 		break;
 	case P_COLLECT:
-		collect(s, keys, idx0, n, s->hi, 0);
+		bf_kern->window_scan(keys, n, s->hi << 16, 0xffffu, (uint32_t)idx0, s->ck, s->ci, &s->col_n, s->col_cap);
 		break;
 	case P_TIE:
 		/* the need-th (0-based) element with key == s->key, in index order */
@@ -252,7 +252,7 @@ static void finish_collect(struct bf_select *s, uint64_t count)
 		return;
 	}
 	for (uint64_t i = 0; i < count; i++)
-		h[(uint16_t)(s->col[i] >> 32)]++;
+		h[(uint16_t)s->ck[i]]++;
 	uint64_t acc = 0;
 	uint32_t b = 0;
 	for (b = 0; b < 65536; b++) {
@@ -269,8 +269,8 @@ static void finish_collect(struct bf_select *s, uint64_t count)
 	if (s->need && !s->value_only) {
 		uint64_t left = s->need;
 		for (uint64_t i = 0; i < count; i++)
-			if ((uint16_t)(s->col[i] >> 32) == b && left-- == 0) {
-				s->thr_idx = (uint32_t)s->col[i];
+			if ((uint16_t)s->ck[i] == b && left-- == 0) {
+				s->thr_idx = s->ci[i];
 				break;
 			}
 	}
@@ -315,20 +315,6 @@ static void after_hi(struct bf_select *s)
 	}
 	s->hi = hist_pick(s->hist, 0, 65535, s->rank, &s->need);
 	uint64_t count = s->hist[s->hi];
-	if (s->spec && s->col_n <= s->col_cap && s->hi - s->wlo <= s->whi - s->wlo) {
-		/* the guess held: keep the selected bucket's elements, in order, at the front */
-		uint64_t k = 0;
-		for (uint64_t i = 0; i < s->col_n; i++)
-			if ((uint32_t)(s->col[i] >> 48) == s->hi)
-				s->col[k++] = s->col[i];
-		if (k != count) {
-			fail(s); /* the histogram and the buffer saw different data */
-			return;
-		}
-		finish_collect(s, count);
-		return;
-	}
-	collect_release(s);
 	if (s->total < ((uint64_t)1 << 32) && count <= bf_select_collect_max && collect_alloc(s, count)) {
 		free(s->hist);
 		s->hist = NULL;
@@ -339,9 +325,42 @@ static void after_hi(struct bf_select *s)
 	s->pass = P_RADIX_LO;
 }
 
+/* End of the window pass: finish from the buffer when rank R fell inside the window, else
+ * count the top bits over the whole tensor after all. */
+static void after_win(struct bf_select *s)
+{
+	uint64_t n = s->col_n;
+	if (n <= s->col_cap && s->rank >= s->below && s->rank - s->below < n) {
+		/* the bucket of rank R within the window; its elements move to the front, in order */
+		uint64_t cnt[WINDOW_MAX] = { 0 }; /* spec_start keeps whi - wlo < WINDOW_MAX */
+		for (uint64_t i = 0; i < n; i++)
+			cnt[(s->ck[i] >> 16) - s->wlo]++;
+		s->hi = s->wlo + hist_pick(cnt, 0, s->whi - s->wlo, s->rank - s->below, &s->need);
+		uint64_t k = 0;
+		for (uint64_t i = 0; i < n; i++)
+			if ((s->ck[i] >> 16) == s->hi) {
+				s->ck[k] = s->ck[i];
+				s->ci[k++] = s->ci[i];
+			}
+		finish_collect(s, k);
+		return;
+	}
+	collect_release(s);
+	s->spec = false;
+	s->hist = calloc(65536 * LANES, sizeof(uint64_t));
+	if (!s->hist) {
+		fail(s);
+		return;
+	}
+	s->pass = P_HI;
+}
+
 void bf_select_next_pass(struct bf_select *s)
 {
 	switch (s->pass) {
+	case P_WIN:
+		after_win(s);
+		break;
 	case P_HI:
 		after_hi(s);
 		break;
