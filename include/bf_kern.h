@@ -72,6 +72,9 @@ struct bf_kern {
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
 	void (*mask_pack)(uint64_t *w, uint64_t e0, const float *mask, size_t n);
 	void (*mask_unpack)(const uint64_t *w, uint64_t e0, float *mask, size_t n);
+	/* Selection keys of task-vector magnitudes: keys[e] = (bits(a[e] - b[e]) & 0x7fffffff) ^ flip
+	 * (flip 0: |d| ascending, bf_key_abs_asc; ~0u: descending, bf_key_abs_desc). */
+	void (*abs_keys)(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n);
 	/* bf_select's streaming window pass: returns how many keys[j] are < lo, and appends every
 	 * key with lo <= key <= lo + w (key - lo <= w, unsigned) to ok[], and idx0 + j to oi[], at
 	 * *cn in index order. *cn counts every match; entries at cap and beyond are not kept, and

@@ -210,6 +210,16 @@ static void ref_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t 
 	}
 }
 
+static void ref_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float d = a[e] - b[e];
+		uint32_t u;
+		memcpy(&u, &d, 4);
+		keys[e] = (u & 0x7fffffffu) ^ flip;
+	}
+}
+
 static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
 				uint32_t *oi, uint64_t *cn, uint64_t cap)
 {
@@ -240,6 +250,7 @@ const struct bf_kern bf_kern_ref = {
 	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish, .window_scan = ref_window_scan,
+	.abs_keys = ref_abs_keys,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

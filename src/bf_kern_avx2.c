@@ -509,6 +509,17 @@ static void v_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
 	bf_kern_ref.mask_unpack(w, e0 + e, mask + e, n - e);
 }
 
+static void v_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+{
+	const __m256i mag = _mm256_set1_epi32(0x7fffffff), vf = _mm256_set1_epi32((int)flip);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256i d = _mm256_castps_si256(_mm256_sub_ps(_mm256_loadu_ps(a + e), _mm256_loadu_ps(b + e)));
+		_mm256_storeu_si256((__m256i *)(keys + e), _mm256_xor_si256(_mm256_and_si256(d, mag), vf));
+	}
+	bf_kern_ref.abs_keys(keys + e, a + e, b + e, flip, n - e);
+}
+
 /* Left-pack permutations: byte l of pack_lut[m] is the lane of the l-th set bit of m (filled
  * once by bf_kern_avx2, before any kernel runs). */
 static uint64_t pack_lut[256];
@@ -567,6 +578,7 @@ static const struct bf_kern kern_avx2 = {
 	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish, .window_scan = v_window_scan,
+	.abs_keys = v_abs_keys,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the

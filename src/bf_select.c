@@ -242,41 +242,6 @@ static void fail(struct bf_select *s)
 	settle(s);
 }
 
-/* The buffer holds the `count` elements of bucket s->hi in index order: the key of rank
- * s->need among them, and the tie-break index. */
-static void finish_collect(struct bf_select *s, uint64_t count)
-{
-	uint32_t *h = calloc(65536, sizeof(uint32_t));
-	if (!h) {
-		fail(s);
-		return;
-	}
-	for (uint64_t i = 0; i < count; i++)
-		h[(uint16_t)s->ck[i]]++;
-	uint64_t acc = 0;
-	uint32_t b = 0;
-	for (b = 0; b < 65536; b++) {
-		if (acc + h[b] > s->need)
-			break;
-		acc += h[b];
-	}
-	free(h);
-	/* b < 65536: need < count */
-	s->key = (s->hi << 16) | b;
-	s->need -= acc;
-	s->thr_key = s->key;
-	s->thr_idx = 0;
-	if (s->need && !s->value_only) {
-		uint64_t left = s->need;
-		for (uint64_t i = 0; i < count; i++)
-			if ((uint16_t)s->ck[i] == b && left-- == 0) {
-				s->thr_idx = s->ci[i];
-				break;
-			}
-	}
-	settle(s);
-}
-
 /* The key was found by counting; decide whether a tie pass is needed. */
 static void key_found(struct bf_select *s)
 {
@@ -302,6 +267,42 @@ static uint32_t hist_pick(const uint64_t *h, uint32_t lo, uint32_t hi, uint64_t 
 	}
 	*need = want - acc;
 	return b; /* the rank is below the total, so the scan stops by hi at the latest */
+}
+
+/* The buffer's first n entries, in index order, hold rank s->need among them. Keep only those
+ * whose digit ((key >> shift) - sub) & 255 is the one holding that rank, in order, at the front
+ * (s->need becomes the rank among them); returns their count. Four counters per digit, used in
+ * turn, because the entries crowd into a few digits; the compaction is branch-free (it writes
+ * at or before the entry it reads). */
+static uint64_t narrow(struct bf_select *s, uint64_t n, unsigned shift, uint32_t sub)
+{
+	uint64_t cnt[256 * LANES] = { 0 }, c[256];
+	for (uint64_t i = 0; i < n; i++)
+		cnt[(((s->ck[i] >> shift) - sub) & 255u) * LANES + (i & (LANES - 1))]++;
+	for (uint32_t d = 0; d < 256; d++)
+		c[d] = cnt[d * LANES] + cnt[d * LANES + 1] + cnt[d * LANES + 2] + cnt[d * LANES + 3];
+	uint32_t d = hist_pick(c, 0, 255, s->need, &s->need);
+	uint64_t k = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t key = s->ck[i], id = s->ci[i];
+		s->ck[k] = key;
+		s->ci[k] = id;
+		k += (((key >> shift) - sub) & 255u) == d;
+	}
+	return k;
+}
+
+/* The buffer's first n entries share the top 16 key bits and hold rank s->need: two more
+ * digits leave the entries equal to the selected key, in index order, and the tie-break is
+ * the need-th of them. */
+static void finish_collect(struct bf_select *s, uint64_t n)
+{
+	n = narrow(s, n, 8, 0);
+	n = narrow(s, n, 0, 0);
+	s->key = s->ck[0];
+	s->thr_key = s->key;
+	s->thr_idx = s->need && !s->value_only ? s->ci[s->need] : 0;
+	settle(s);
 }
 
 static void after_hi(struct bf_select *s)
@@ -331,18 +332,9 @@ static void after_win(struct bf_select *s)
 {
 	uint64_t n = s->col_n;
 	if (n <= s->col_cap && s->rank >= s->below && s->rank - s->below < n) {
-		/* the bucket of rank R within the window; its elements move to the front, in order */
-		uint64_t cnt[WINDOW_MAX] = { 0 }; /* spec_start keeps whi - wlo < WINDOW_MAX */
-		for (uint64_t i = 0; i < n; i++)
-			cnt[(s->ck[i] >> 16) - s->wlo]++;
-		s->hi = s->wlo + hist_pick(cnt, 0, s->whi - s->wlo, s->rank - s->below, &s->need);
-		uint64_t k = 0;
-		for (uint64_t i = 0; i < n; i++)
-			if ((s->ck[i] >> 16) == s->hi) {
-				s->ck[k] = s->ck[i];
-				s->ci[k++] = s->ci[i];
-			}
-		finish_collect(s, k);
+		/* the bucket of rank R within the window (spec_start keeps whi - wlo < 256) */
+		s->need = s->rank - s->below;
+		finish_collect(s, narrow(s, n, 16, s->wlo));
 		return;
 	}
 	collect_release(s);

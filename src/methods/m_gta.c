@@ -357,13 +357,7 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 			if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
 				continue;
 			busy = true;
-			bf_kern->sub(d, in[i + 1], in[0], n);
-			if (st->cfg->sp == SP_MAGNITUDE)
-				for (size_t e = 0; e < n; e++)
-					keys[e] = bf_key_abs_desc(d[e]);
-			else
-				for (size_t e = 0; e < n; e++)
-					keys[e] = bf_key_abs_asc(d[e]);
+			bf_kern->abs_keys(keys, in[i + 1], in[0], st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u, n);
 			bf_select_feed(&m->lo, keys, e0, n);
 			bf_select_feed(&m->hi, keys, e0, n);
 		} else {

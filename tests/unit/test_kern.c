@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bf_kern.h"
+#include "bf_select.h"
 #include "bf_test.h"
 
 static uint64_t st = 0x9E3779B97F4A7C15ull;
@@ -384,6 +385,32 @@ BF_TEST(mask_bits)
 	}
 }
 
+BF_TEST(abs_keys)
+{
+	/* the reference equals bf_select.h's key maps of the f32 difference; SIMD equals it bit
+	 * for bit (special values included: NaN keys keep the payload of a - b) */
+	for (int round = 0; round < 200; round++) {
+		size_t n = r32() % 300;
+		float a[300], b[300];
+		for (size_t e = 0; e < n; e++) {
+			a[e] = rf();
+			b[e] = r32() % 4 ? rf() : a[e]; /* exact zeros too */
+		}
+		for (int desc = 0; desc < 2; desc++) {
+			uint32_t k1[300], k2[300];
+			bf_kern_ref.abs_keys(k1, a, b, desc ? ~0u : 0u, n);
+			int ok = 1;
+			for (size_t e = 0; e < n; e++)
+				ok &= k1[e] == (desc ? bf_key_abs_desc(a[e] - b[e]) : bf_key_abs_asc(a[e] - b[e]));
+			EXPECT(ok);
+			if (simd) {
+				simd->abs_keys(k2, a, b, desc ? ~0u : 0u, n);
+				EXPECT(n == 0 || memcmp(k1, k2, n * 4) == 0);
+			}
+		}
+	}
+}
+
 BF_TEST(window_scan)
 {
 	/* below-count and left-packed collect against a plain loop, in every variant: windows that
@@ -529,6 +556,7 @@ int main(void)
 	RUN(l1_pair);
 	RUN(mask_bits);
 	RUN(gta_fused_steps);
+	RUN(abs_keys);
 	RUN(window_scan);
 	RUN(reference_values);
 	return bf_test_report();
