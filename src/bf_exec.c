@@ -593,8 +593,6 @@ static void run_pf_job(struct bf_exec *x, struct pf_job j)
 		         * while the prefetch thread computes a tensor's statistics) */
 	uint64_t cb, ce;
 	chunk_range(x, j.shard, j.k, &cb, &ce);
-	if (range_copy_only(x, j.shard, cb, ce))
-		return; /* copies are pread when asked for: nothing to gain from doing it early */
 	if (bf_cache_contains(x->cache, chunk_key(x, j.shard, j.k)))
 		return; /* already there (a job queued again by a later request, or stale): a get
 		         * would also make a chunk the stream has consumed look freshly used */
@@ -794,7 +792,7 @@ int bf_exec_pin(struct bf_exec *x, uint32_t shard, uint64_t off, size_t len, str
 		return r;
 	pins->once_n = 0;
 	bool seq = note_access(x, shard, off, len);
-	if (range_copy_only(x, shard, off, off + len))
+	if (!seq && range_copy_only(x, shard, off, off + len))
 		return pin_exact(x, shard, off, len, pins); /* copies: pread straight into the reply */
 	if (!seq && k0 == k1 && len <= x->chunk / 8) {
 		/* A small random read (mmap with MADV_RANDOM, O_DIRECT, a random pread): computing
