@@ -52,6 +52,8 @@ struct bf_kern {
 	 * in double (exact), summed into 4 accumulators by e % 4 in index order, which are added
 	 * as (a0 + a1) + (a2 + a3) at the end of the call. */
 	void (*dots_f64)(const float *const *v, int k, size_t n, double *g);
+	/* dots_f64 of bf16 vectors (each element widened to f32 exactly, then as dots_f64). */
+	void (*dots_bf16)(const uint16_t *const *v, int k, size_t n, double *g);
 	/* L1 norms for DARE/DELLA rescaling: *a += sum |d[e]|, *b += sum |d[e] * mask[e]| (the
 	 * product in f32), each term widened to double and summed like dots_f64 (4 accumulators by
 	 * e % 4, added as (a0 + a1) + (a2 + a3) at the end of the call). */
@@ -67,6 +69,12 @@ struct bf_kern {
 	 * normalize, then * lam when use_lam, then + b[e] (div, scale, add in one pass). */
 	void (*gta_finish)(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
 			   size_t n);
+	/* The same two steps with bf16 x and b (widened exactly), and for finish a bf16 result
+	 * (out's f32 values, finished, rounded as f32_to_bf16 rounds them) written to dst. */
+	void (*gta_prep_bf16)(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
+			      uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n);
+	void (*gta_finish_bf16)(uint16_t *dst, const float *out, const float *den, const uint16_t *b, int normalize,
+				float lam, int use_lam, size_t n);
 	/* Mask bits: bit (e0 + e) of w (bit x is w[x / 64] >> (x % 64)) = mask[e] != 0, for
 	 * e < n; words the range only partly covers must be zero there beforehand (they are
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
@@ -75,6 +83,8 @@ struct bf_kern {
 	/* Selection keys of task-vector magnitudes: keys[e] = (bits(a[e] - b[e]) & 0x7fffffff) ^ flip
 	 * (flip 0: |d| ascending, bf_key_abs_asc; ~0u: descending, bf_key_abs_desc). */
 	void (*abs_keys)(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n);
+	/* abs_keys of bf16 inputs (widened to f32 exactly, then as abs_keys). */
+	void (*abs_keys_bf16)(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n);
 	/* bf_select's streaming window pass: returns how many keys[j] are < lo, and appends every
 	 * key with lo <= key <= lo + w (key - lo <= w, unsigned) to ok[], and idx0 + j to oi[], at
 	 * *cn in index order. *cn counts every match; entries at cap and beyond are not kept, and

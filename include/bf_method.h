@@ -109,6 +109,13 @@ void *bf_scratch(unsigned slot, size_t bytes);
 #define BF_STREAM_STOP 1
 typedef int (*bf_stream_fn)(void *ctx, const float *const *in, uint64_t e0, size_t n);
 int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
+/* The same blocks with the inputs' raw bytes (little-endian, in each input's source dtype,
+ * t->in[i].src->dtype) instead of f32 views, for statistics kernels that read bf16 directly and
+ * so skip the widening pass. */
+typedef int (*bf_stream_raw_fn)(void *ctx, const void *const *raw, uint64_t e0, size_t n);
+int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
+/* All inputs and the output are bf16 (the fused kernels' case). */
+bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */
 uint64_t bf_stream_seed(const struct bf_stream *s);
 /* The recipe reference of plan model `model` (the RNG's model id). */

@@ -255,7 +255,9 @@ const char *bf_stream_model_ref(const struct bf_stream *s, uint32_t model)
 	return s->x->p->models[model]->ref;
 }
 
-int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
+/* The loop of bf_stream_run and bf_stream_run_raw: exactly one of fn, fn_raw is set. */
+static int stream_loop(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
+		       void *ctx)
 {
 	struct bf_exec *x = s->x;
 	uint64_t blk = STREAM_ELEMS / t->row_len * t->row_len;
@@ -266,9 +268,9 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 	for (uint64_t e = 0; e < t->numel; e += blk) {
 		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
 		int r = read_raw(x, t, e, n, raw);
-		if (!r)
-			r = widen(t, raw, 0, n, in);
-		if (!r)
+		if (!r && fn_raw)
+			r = fn_raw(ctx, (const void *const *)raw, e, n);
+		else if (!r && !(r = widen(t, raw, 0, n, in)))
 			r = fn(ctx, (const float *const *)in, e, n);
 		if (r == BF_STREAM_STOP)
 			break;
@@ -276,6 +278,26 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 			return r;
 	}
 	return inputs_fresh(x, t);
+}
+
+int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
+{
+	return stream_loop(s, t, fn, NULL, ctx);
+}
+
+int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
+{
+	return stream_loop(s, t, NULL, fn, ctx);
+}
+
+bool bf_all_bf16(const struct bf_otensor *t)
+{
+	if (t->dtype != BF_DT_BF16)
+		return false;
+	for (uint32_t i = 0; i < t->n_in; i++)
+		if (t->in[i].src->dtype != BF_DT_BF16)
+			return false;
+	return true;
 }
 
 /* Compute the statistics of tensor ti, which the caller has marked ST_COMPUTING, and publish

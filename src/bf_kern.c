@@ -147,6 +147,17 @@ static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
 		}
 }
 
+static void ref_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
+{
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			double a[4] = { 0, 0, 0, 0 };
+			for (size_t e = 0; e < n; e++)
+				a[e & 3] = a[e & 3] + (double)bf_bf16_to_f32(v[i][e]) * (double)bf_bf16_to_f32(v[j][e]);
+			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+		}
+}
+
 static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
 {
 	double sa[4] = { 0, 0, 0, 0 }, sb[4] = { 0, 0, 0, 0 };
@@ -158,11 +169,17 @@ static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, 
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
-static void ref_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
-			 uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+/* x[e] of an f32 or a bf16 array (constant-folded in each caller) */
+static inline float ld_f(const void *p, size_t e, int bf16)
+{
+	return bf16 ? bf_bf16_to_f32(((const uint16_t *)p)[e]) : ((const float *)p)[e];
+}
+
+static inline void gta_prep_impl(float *d, const void *x, const void *b, int bf16, const float *mask, int tk_on,
+				 uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
 {
 	for (size_t e = 0; e < n; e++) {
-		float v = x[e] - b[e];
+		float v = ld_f(x, e, bf16) - ld_f(b, e, bf16);
 		if (mask) {
 			v = v * mask[e];
 		} else if (tk_on) {
@@ -174,8 +191,21 @@ static void ref_gta_prep(float *d, const float *x, const float *b, const float *
 	}
 }
 
-static void ref_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
-			   size_t n)
+static void ref_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+			 uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep_impl(d, x, b, 0, mask, tk_on, tk, ti, e0, scale, w, n);
+}
+
+static void ref_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
+			      uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep_impl(d, x, b, 1, mask, tk_on, tk, ti, e0, scale, w, n);
+}
+
+/* out (f32) finished, with b of either type, stored to dst as f32 or bf16 */
+static inline void gta_finish_impl(void *dst, const float *out, const float *den, const void *b, int bf16,
+				   int normalize, float lam, int use_lam, size_t n)
 {
 	for (size_t e = 0; e < n; e++) {
 		float o = out[e];
@@ -183,8 +213,24 @@ static void ref_gta_finish(float *out, const float *den, const float *b, int nor
 			o = o / (den[e] == 0.0f ? 1.0f : den[e]);
 		if (use_lam)
 			o = o * lam;
-		out[e] = o + b[e];
+		o = o + ld_f(b, e, bf16);
+		if (bf16)
+			((uint16_t *)dst)[e] = bf_f32_to_bf16(o);
+		else
+			((float *)dst)[e] = o;
 	}
+}
+
+static void ref_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			   size_t n)
+{
+	gta_finish_impl(out, out, den, b, 0, normalize, lam, use_lam, n);
+}
+
+static void ref_gta_finish_bf16(uint16_t *dst, const float *out, const float *den, const uint16_t *b, int normalize,
+				float lam, int use_lam, size_t n)
+{
+	gta_finish_impl(dst, out, den, b, 1, normalize, lam, use_lam, n);
 }
 
 static void ref_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
@@ -220,6 +266,16 @@ static void ref_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_
 	}
 }
 
+static void ref_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
+{
+	for (size_t e = 0; e < n; e++) {
+		float d = bf_bf16_to_f32(a[e]) - bf_bf16_to_f32(b[e]);
+		uint32_t u;
+		memcpy(&u, &d, 4);
+		keys[e] = (u & 0x7fffffffu) ^ flip;
+	}
+}
+
 static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
 				uint32_t *oi, uint64_t *cn, uint64_t cap)
 {
@@ -249,8 +305,9 @@ const struct bf_kern bf_kern_ref = {
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
-	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish, .window_scan = ref_window_scan,
-	.abs_keys = ref_abs_keys,
+	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
+	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
+	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,
 };
 
 const struct bf_kern *bf_kern = &bf_kern_ref;

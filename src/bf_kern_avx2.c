@@ -402,6 +402,54 @@ static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
 		}
 }
 
+/* Four bf16 values widened to double (exactly, through f32). */
+static inline __m256d ld4_bf16_pd(const uint16_t *p)
+{
+	__m128i h = _mm_loadl_epi64((const __m128i *)p);
+	return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16)));
+}
+
+static void dots_pair_finish_bf16(__m256d acc, const uint16_t *x, const uint16_t *y, size_t e, size_t n, double *g)
+{
+	double a[4];
+	_mm256_storeu_pd(a, acc);
+	for (; e < n; e++) {
+		uint32_t ux = (uint32_t)x[e] << 16, uy = (uint32_t)y[e] << 16;
+		float fx, fy;
+		memcpy(&fx, &ux, 4);
+		memcpy(&fy, &uy, 4);
+		a[e & 3] = a[e & 3] + (double)fx * (double)fy;
+	}
+	*g += (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+/* v_dots_f64's loops, widening from bf16 as they load. */
+static void v_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
+{
+	if (k == 2) {
+		__m256d aa = _mm256_setzero_pd(), ab = _mm256_setzero_pd(), bb = _mm256_setzero_pd();
+		size_t e = 0;
+		for (; e + 4 <= n; e += 4) {
+			__m256d x = ld4_bf16_pd(v[0] + e), y = ld4_bf16_pd(v[1] + e);
+			aa = _mm256_add_pd(aa, _mm256_mul_pd(x, x));
+			ab = _mm256_add_pd(ab, _mm256_mul_pd(x, y));
+			bb = _mm256_add_pd(bb, _mm256_mul_pd(y, y));
+		}
+		dots_pair_finish_bf16(aa, v[0], v[0], e, n, &g[0]);
+		dots_pair_finish_bf16(ab, v[0], v[1], e, n, &g[1]);
+		dots_pair_finish_bf16(bb, v[1], v[1], e, n, &g[3]);
+		return;
+	}
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			__m256d acc = _mm256_setzero_pd();
+			size_t e = 0;
+			for (; e + 4 <= n; e += 4)
+				acc = _mm256_add_pd(acc, _mm256_mul_pd(ld4_bf16_pd(v[i] + e), ld4_bf16_pd(v[j] + e)));
+			dots_pair_finish_bf16(acc, v[i], v[j], e, n, &g[i * k + j]);
+		}
+}
+
 static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
 {
 	const __m128 abs = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
@@ -424,8 +472,16 @@ static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, do
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
-static void v_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
-		       uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+/* 8 elements of an f32 or a bf16 array (constant-folded in each caller) */
+static inline __m256 ld8_any(const void *p, size_t e, int bf16)
+{
+	return bf16 ? ld8_bf16((const uint16_t *)p + e) : _mm256_loadu_ps((const float *)p + e);
+}
+
+static inline __attribute__((always_inline)) void gta_prep_impl(float *d, const void *x, const void *b, int bf16,
+								const float *mask, int tk_on, uint32_t tk,
+								uint64_t ti, uint64_t e0, float scale, float w,
+								size_t n)
 {
 	const struct topk8 c = topk8_init(tk, ti, e0, n);
 	const __m256 vs = _mm256_set1_ps(scale), vw = _mm256_set1_ps(w);
@@ -434,7 +490,7 @@ static void v_gta_prep(float *d, const float *x, const float *b, const float *ma
 	size_t e = 0;
 	if (n <= 0x7fffffffu)
 		for (; e + 8 <= n; e += 8) {
-			__m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + e), _mm256_loadu_ps(b + e));
+			__m256 v = _mm256_sub_ps(ld8_any(x, e, bf16), ld8_any(b, e, bf16));
 			if (mask) {
 				v = _mm256_mul_ps(v, _mm256_loadu_ps(mask + e));
 			} else if (tk_on) {
@@ -445,12 +501,31 @@ static void v_gta_prep(float *d, const float *x, const float *b, const float *ma
 			_mm256_storeu_ps(d + e, _mm256_mul_ps(v, vw));
 			idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
 		}
-	if (e < n)
-		bf_kern_ref.gta_prep(d + e, x + e, b + e, mask ? mask + e : NULL, tk_on, tk, ti, e0 + e, scale, w, n - e);
+	if (e == n)
+		return;
+	if (bf16)
+		bf_kern_ref.gta_prep_bf16(d + e, (const uint16_t *)x + e, (const uint16_t *)b + e, mask ? mask + e : NULL,
+					  tk_on, tk, ti, e0 + e, scale, w, n - e);
+	else
+		bf_kern_ref.gta_prep(d + e, (const float *)x + e, (const float *)b + e, mask ? mask + e : NULL, tk_on,
+				     tk, ti, e0 + e, scale, w, n - e);
 }
 
-static void v_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
-			 size_t n)
+static void v_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+		       uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep_impl(d, x, b, 0, mask, tk_on, tk, ti, e0, scale, w, n);
+}
+
+static void v_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
+			    uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep_impl(d, x, b, 1, mask, tk_on, tk, ti, e0, scale, w, n);
+}
+
+static inline __attribute__((always_inline)) void gta_finish_impl(void *dst, const float *out, const float *den,
+								  const void *b, int bf16, int normalize,
+								  float lam, int use_lam, size_t n)
 {
 	const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), vl = _mm256_set1_ps(lam);
 	size_t e = 0;
@@ -463,13 +538,33 @@ static void v_gta_finish(float *out, const float *den, const float *b, int norma
 		}
 		if (use_lam)
 			o = _mm256_mul_ps(o, vl);
-		_mm256_storeu_ps(out + e, _mm256_add_ps(o, _mm256_loadu_ps(b + e)));
+		o = _mm256_add_ps(o, ld8_any(b, e, bf16));
+		if (bf16)
+			_mm_storeu_si128((__m128i *)((uint16_t *)dst + e), cvt8_bf16(o));
+		else
+			_mm256_storeu_ps((float *)dst + e, o);
 	}
-	if (e < n)
-		bf_kern_ref.gta_finish(out + e, den + e, b + e, normalize, lam, use_lam, n - e);
+	if (e == n)
+		return;
+	if (bf16)
+		bf_kern_ref.gta_finish_bf16((uint16_t *)dst + e, out + e, den + e, (const uint16_t *)b + e, normalize,
+					    lam, use_lam, n - e);
+	else
+		bf_kern_ref.gta_finish((float *)dst + e, den + e, (const float *)b + e, normalize, lam, use_lam, n - e);
 }
 
-/* Whole words from eight movemasks of eight lanes each; partial words through the reference. */
+static void v_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			 size_t n)
+{
+	gta_finish_impl(out, out, den, b, 0, normalize, lam, use_lam, n);
+}
+
+static void v_gta_finish_bf16(uint16_t *dst, const float *out, const float *den, const uint16_t *b, int normalize,
+			      float lam, int use_lam, size_t n)
+{
+	gta_finish_impl(dst, out, den, b, 1, normalize, lam, use_lam, n);
+}
+
 static void v_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
 {
 	size_t head = (size_t)((64 - (e0 & 63)) & 63);
@@ -518,6 +613,17 @@ static void v_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t 
 		_mm256_storeu_si256((__m256i *)(keys + e), _mm256_xor_si256(_mm256_and_si256(d, mag), vf));
 	}
 	bf_kern_ref.abs_keys(keys + e, a + e, b + e, flip, n - e);
+}
+
+static void v_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
+{
+	const __m256i mag = _mm256_set1_epi32(0x7fffffff), vf = _mm256_set1_epi32((int)flip);
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 d = _mm256_sub_ps(ld8_bf16(a + e), ld8_bf16(b + e));
+		_mm256_storeu_si256((__m256i *)(keys + e), _mm256_xor_si256(_mm256_and_si256(_mm256_castps_si256(d), mag), vf));
+	}
+	bf_kern_ref.abs_keys_bf16(keys + e, a + e, b + e, flip, n - e);
 }
 
 /* Left-pack permutations: byte l of pack_lut[m] is the lane of the l-th set bit of m (filled
@@ -577,8 +683,9 @@ static const struct bf_kern kern_avx2 = {
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
 	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
-	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish, .window_scan = v_window_scan,
-	.abs_keys = v_abs_keys,
+	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
+	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,
+	.abs_keys = v_abs_keys, .abs_keys_bf16 = v_abs_keys_bf16, .dots_bf16 = v_dots_bf16,
 };
 
 /* F16C through cpuid (clang 14's __builtin_cpu_supports has no "f16c"); AVX2 through the

@@ -377,6 +377,27 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	return busy ? 0 : BF_STREAM_STOP;
 }
 
+/* A selection pass (kind 0) over bf16 inputs: keys straight from the raw bytes. */
+static int gta_select_bf16(void *ctx, const void *const *raw, uint64_t e0, size_t n)
+{
+	struct gta_pass *ps = ctx;
+	struct gta_stats *st = ps->st;
+	uint32_t *keys = bf_scratch(1, n * sizeof(uint32_t));
+	if (!keys)
+		return -ENOMEM;
+	bool busy = false;
+	for (uint32_t i = 0; i < st->n; i++) {
+		struct gta_model *m = &st->m[i];
+		if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
+			continue;
+		busy = true;
+		bf_kern->abs_keys_bf16(keys, raw[i + 1], raw[0], st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u, n);
+		bf_select_feed(&m->lo, keys, e0, n);
+		bf_select_feed(&m->hi, keys, e0, n);
+	}
+	return busy ? 0 : BF_STREAM_STOP;
+}
+
 static void gta_free(void *p)
 {
 	struct gta_stats *st = p;
@@ -466,7 +487,7 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 			all_done &= bf_select_done(&st->m[i].lo) && bf_select_done(&st->m[i].hi);
 		if (all_done)
 			break;
-		r = bf_stream_run(s, t, gta_block, &ps);
+		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_select_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n; i++) {
 			bf_select_next_pass(&st->m[i].lo);
 			bf_select_next_pass(&st->m[i].hi);
@@ -569,16 +590,76 @@ static int gta_kernel(const struct bf_kargs *a)
 
 /* One pass for the common case: no mask and no sign election (task arithmetic, and every
  * variant at density 1 without consensus), all BF16. */
+/* Sub-block of the fused consensus path: its arrays (k task vectors, mask, sums) stay in L2. */
+#define FUSED_SUB 8192u
+
+/* The consensus methods over bf16 inputs and output, from the raw bytes: gta_kernel's steps on
+ * sub-blocks, with the widening folded into gta_prep_bf16 and the final rounding into
+ * gta_finish_bf16 (the same f32 operations, so the same bytes). Masks that look at the f32
+ * differences (no mask bits at hand) widen their two inputs first, as gta_kernel does. */
+static int gta_fused_consensus(const struct bf_fargs *a)
+{
+	const struct gta_stats *st = a->stats;
+	uint32_t n = st->n;
+	float *D = bf_scratch(0, (size_t)n * FUSED_SUB * sizeof(float));
+	float *mask = bf_scratch(1, FUSED_SUB * sizeof(float));
+	float *f = bf_scratch(3, 4 * (size_t)FUSED_SUB * sizeof(float));
+	if (!D || !mask || !f)
+		return -ENOMEM;
+	float *out = f, *den = f + FUSED_SUB, *xf = f + 2 * FUSED_SUB, *bf = f + 3 * FUSED_SUB;
+	float w[BF_MAX_MODELS * 4];
+	for (uint32_t i = 0; i < n; i++)
+		w[i] = st->m[i].w;
+	const uint16_t *const *raw = (const uint16_t *const *)a->raw;
+	for (size_t s0 = 0; s0 < a->n; s0 += FUSED_SUB) {
+		size_t cnt = a->n - s0 < FUSED_SUB ? a->n - s0 : FUSED_SUB;
+		uint64_t e0 = a->e0 + s0;
+		const uint16_t *B = raw[0] + s0;
+		const uint64_t *bits = bits_acquire(st->bits);
+		bool b_wide = false;
+		for (uint32_t i = 0; i < n; i++) {
+			const struct gta_model *m = &st->m[i];
+			float *Di = D + (size_t)i * cnt;
+			const uint16_t *x = raw[i + 1] + s0;
+			if (!m->sparse && !m->none) {
+				bf_kern->gta_prep_bf16(Di, x, B, NULL, 0, 0, 0, e0, 1.0f, m->w, cnt);
+			} else if (bits) {
+				bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, e0, mask, cnt);
+				bf_kern->gta_prep_bf16(Di, x, B, mask, 0, 0, 0, e0, m->scale, m->w, cnt);
+			} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
+				bool all = (m->hi.thr_key >> 32) != 0;
+				bf_kern->gta_prep_bf16(Di, x, B, NULL, !all, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0,
+						       m->scale, m->w, cnt);
+			} else {
+				if (!b_wide)
+					bf_kern->bf16_to_f32(B, bf, cnt);
+				b_wide = true;
+				bf_kern->bf16_to_f32(x, xf, cnt);
+				bf_kern->sub(Di, xf, bf, cnt);
+				int r = gta_mask(st, i, Di, e0, cnt, mask);
+				if (r)
+					return r; /* bits is NULL on this path: nothing to release */
+				bf_kern->gta_prep(Di, xf, bf, mask, 0, 0, 0, e0, m->scale, m->w, cnt);
+			}
+		}
+		if (bits)
+			bits_release(st->bits, st->numel, cnt);
+		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
+		bf_kern->gta_finish_bf16((uint16_t *)a->out + s0, out, den, B, st->normalize, st->lambda,
+					 st->lambda != 1.0f, cnt);
+	}
+	return 0;
+}
+
 static int gta_fused(const struct bf_fargs *a)
 {
 	const struct gta_stats *st = a->stats;
 	const struct bf_otensor *t = a->t;
-	if (st->cfg->consensus || t->dtype != BF_DT_BF16 || st->n > 64)
+	if (!bf_all_bf16(t) || st->n > 64)
 		return -ENOTSUP;
+	if (st->cfg->consensus)
+		return gta_fused_consensus(a);
 	float w[64], den = 0.0f;
-	for (uint32_t i = 0; i < t->n_in; i++)
-		if (t->in[i].src->dtype != BF_DT_BF16)
-			return -ENOTSUP;
 	for (uint32_t i = 0; i < st->n; i++) {
 		if (st->m[i].sparse || st->m[i].none)
 			return -ENOTSUP;

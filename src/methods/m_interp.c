@@ -45,14 +45,10 @@ static int linear_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
+/* (the fused kernels take up to 64 inputs) */
 static bool all_bf16(const struct bf_otensor *t)
 {
-	if (t->dtype != BF_DT_BF16 || t->n_in > 64)
-		return false;
-	for (uint32_t i = 0; i < t->n_in; i++)
-		if (t->in[i].src->dtype != BF_DT_BF16)
-			return false;
-	return true;
+	return t->n_in <= 64 && bf_all_bf16(t);
 }
 
 static int linear_fused(const struct bf_fargs *a)
@@ -144,12 +140,22 @@ static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	return 0;
 }
 
+/* The same sums straight from bf16 inputs (no task vectors): no widening pass. */
+static int gram_block_bf16(void *ctx, const void *const *raw, uint64_t e0, size_t n)
+{
+	struct gram_ctx *c = ctx;
+	(void)e0;
+	bf_kern->dots_bf16((const uint16_t *const *)raw, (int)c->n, n, c->g);
+	return 0;
+}
+
 /* Gram matrix of the inputs (minus the base when sub_base): g[i*n+j] = <v_i, v_j>. */
 static int gram(struct bf_stream *s, const struct bf_otensor *t, bool sub_base, double *g, uint32_t n)
 {
 	struct gram_ctx c = { .n = n, .sub_base = sub_base, .g = g };
 	memset(g, 0, n * n * sizeof(double));
-	int r = bf_stream_run(s, t, gram_block, &c);
+	int r = !sub_base && bf_all_bf16(t) ? bf_stream_run_raw(s, t, gram_block_bf16, &c)
+							       : bf_stream_run(s, t, gram_block, &c);
 	for (uint32_t i = 0; i < n; i++)
 		for (uint32_t j = 0; j < i; j++)
 			g[i * n + j] = g[j * n + i];

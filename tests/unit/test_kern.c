@@ -327,6 +327,45 @@ BF_TEST(dots)
 	}
 }
 
+/* bf16-input kernels equal widening first and running the f32 kernel, in every variant */
+BF_TEST(bf16_input_kernels)
+{
+	for (int round = 0; round < 200; round++) {
+		size_t n = r32() % 300;
+		int k = 1 + (int)(r32() % 4);
+		uint16_t h[4][300];
+		float f[4][300];
+		for (int i = 0; i < k; i++)
+			for (size_t e = 0; e < n; e++) {
+				float x = rf();
+				uint32_t u;
+				memcpy(&u, &x, 4);
+				h[i][e] = r32() % 16 ? (uint16_t)(u >> 16) : h[0][e]; /* equal values too */
+			}
+		for (int i = 0; i < k; i++)
+			bf_kern_ref.bf16_to_f32(h[i], f[i], n);
+		const uint16_t *hv[4] = { h[0], h[1], h[2], h[3] };
+		const float *fv[4] = { f[0], f[1], f[2], f[3] };
+		const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+		for (int v = 0; v < 2 && ks[v]; v++) {
+			double g1[16] = { 0 }, g2[16] = { 0 };
+			bf_kern_ref.dots_f64(fv, k, n, g1);
+			ks[v]->dots_bf16(hv, k, n, g2);
+			int same = 1;
+			for (int j = 0; j < 16; j++) /* NaN sums compare as NaN, whatever the payload */
+				same &= memcmp(&g1[j], &g2[j], 8) == 0 || (isnan(g1[j]) && isnan(g2[j]));
+			EXPECT(same);
+			if (k >= 2)
+				for (int desc = 0; desc < 2; desc++) {
+					uint32_t k1[300], k2[300];
+					bf_kern_ref.abs_keys(k1, f[1], f[0], desc ? ~0u : 0u, n);
+					ks[v]->abs_keys_bf16(k2, h[1], h[0], desc ? ~0u : 0u, n);
+					EXPECT(n == 0 || memcmp(k1, k2, n * 4) == 0);
+				}
+		}
+	}
+}
+
 BF_TEST(l1_pair)
 {
 	if (!simd)
@@ -381,6 +420,51 @@ BF_TEST(mask_bits)
 			float back2[400];
 			simd->mask_unpack(w1, e0, back2, n);
 			EXPECT(memcmp(back, back2, n * 4) == 0);
+		}
+	}
+}
+
+static int same_or_nan(const float *a, const float *b, size_t n);
+
+/* gta_prep_bf16 and gta_finish_bf16 against widening, the f32 step, and rounding, in every
+ * variant */
+BF_TEST(gta_bf16_steps)
+{
+	for (int round = 0; round < 300; round++) {
+		size_t n = 1 + r32() % 300;
+		uint16_t x16[300], b16[300], r1[300], r2[300];
+		float xf[300], bf[300], m[300], d1[300], d2[300], out[300], den[300], o1[300];
+		for (size_t e = 0; e < n; e++) {
+			float v = rf();
+			uint32_t u;
+			memcpy(&u, &v, 4);
+			x16[e] = (uint16_t)(u >> 16);
+			b16[e] = r32() % 5 ? (uint16_t)(r32() >> 16) : x16[e];
+			m[e] = (float)(r32() % 2);
+			out[e] = rf();
+			den[e] = r32() % 4 ? rf() : 0.0f;
+		}
+		bf_kern_ref.bf16_to_f32(x16, xf, n);
+		bf_kern_ref.bf16_to_f32(b16, bf, n);
+		int mode = (int)(r32() % 3);
+		float scale = r32() % 2 ? 1.0f : rf(), w = rf();
+		uint64_t e0 = r32() % 1000, ti = e0 + r32() % (n + 2);
+		float pick = xf[r32() % n] - bf[r32() % n];
+		uint32_t u;
+		memcpy(&u, &pick, 4);
+		uint32_t tk = ~(u & 0x7fffffffu);
+		int norm = (int)(r32() % 2), ul = (int)(r32() % 2);
+		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f;
+		bf_kern_ref.gta_prep(d1, xf, bf, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, scale, w, n);
+		memcpy(o1, out, n * 4);
+		bf_kern_ref.gta_finish(o1, den, bf, norm, lam, ul, n);
+		bf_kern_ref.f32_to_bf16(o1, r1, n);
+		const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+		for (int v = 0; v < 2 && ks[v]; v++) {
+			ks[v]->gta_prep_bf16(d2, x16, b16, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, scale, w, n);
+			EXPECT(same_or_nan(d1, d2, n));
+			ks[v]->gta_finish_bf16(r2, out, den, b16, norm, lam, ul, n);
+			EXPECT(memcmp(r1, r2, n * 2) == 0);
 		}
 	}
 }
@@ -553,9 +637,11 @@ int main(void)
 	RUN(consensus_and_topk);
 	RUN(philox_block);
 	RUN(dots);
+	RUN(bf16_input_kernels);
 	RUN(l1_pair);
 	RUN(mask_bits);
 	RUN(gta_fused_steps);
+	RUN(gta_bf16_steps);
 	RUN(abs_keys);
 	RUN(window_scan);
 	RUN(reference_values);
