@@ -360,84 +360,56 @@ static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t n
 		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
 }
 
+/* Element e of an f32 or a bf16 vector, as f32 (constant-folded in each caller). */
+static inline float elem_f(const void *p, size_t e, int bf16)
+{
+	if (!bf16)
+		return ((const float *)p)[e];
+	uint32_t u = (uint32_t)((const uint16_t *)p)[e] << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* Four elements from e of an f32 or a bf16 vector, widened to double (exactly, through f32). */
+static inline __m256d ld4_pd(const void *p, size_t e, int bf16)
+{
+	if (!bf16)
+		return _mm256_cvtps_pd(_mm_loadu_ps((const float *)p + e));
+	__m128i h = _mm_loadl_epi64((const __m128i *)((const uint16_t *)p + e));
+	return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16)));
+}
+
 /* Tail and final sum of one pair, from its four lanes: the reference's order exactly. */
-static void dots_pair_finish(__m256d acc, const float *x, const float *y, size_t e, size_t n, double *g)
+static inline void dots_pair_finish(__m256d acc, const void *x, const void *y, int bf16, size_t e, size_t n,
+				    double *g)
 {
 	double a[4];
 	_mm256_storeu_pd(a, acc);
 	for (; e < n; e++)
-		a[e & 3] = a[e & 3] + (double)x[e] * (double)y[e];
+		a[e & 3] = a[e & 3] + (double)elem_f(x, e, bf16) * (double)elem_f(y, e, bf16);
 	*g += (a[0] + a[1]) + (a[2] + a[3]);
 }
 
 /* Two vectors (slerp's norms and dot product) in one pass with the three accumulators in
  * registers: each element is loaded and widened once instead of three times. Each pair keeps
  * its own four lanes, added to in element order, so the sums are the reference's bit for bit.
- * Other k go pair by pair. */
-static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
+ * Other k go pair by pair. f32 or bf16 inputs. */
+static inline __attribute__((always_inline)) void dots_impl(const void *const *v, int bf16, int k, size_t n,
+							   double *g)
 {
 	if (k == 2) {
 		__m256d aa = _mm256_setzero_pd(), ab = _mm256_setzero_pd(), bb = _mm256_setzero_pd();
 		size_t e = 0;
 		for (; e + 4 <= n; e += 4) {
-			__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v[0] + e)), y = _mm256_cvtps_pd(_mm_loadu_ps(v[1] + e));
+			__m256d x = ld4_pd(v[0], e, bf16), y = ld4_pd(v[1], e, bf16);
 			aa = _mm256_add_pd(aa, _mm256_mul_pd(x, x));
 			ab = _mm256_add_pd(ab, _mm256_mul_pd(x, y));
 			bb = _mm256_add_pd(bb, _mm256_mul_pd(y, y));
 		}
-		dots_pair_finish(aa, v[0], v[0], e, n, &g[0]);
-		dots_pair_finish(ab, v[0], v[1], e, n, &g[1]);
-		dots_pair_finish(bb, v[1], v[1], e, n, &g[3]);
-		return;
-	}
-	for (int i = 0; i < k; i++)
-		for (int j = i; j < k; j++) {
-			__m256d acc = _mm256_setzero_pd();
-			size_t e = 0;
-			for (; e + 4 <= n; e += 4) {
-				__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v[i] + e)), y = _mm256_cvtps_pd(_mm_loadu_ps(v[j] + e));
-				acc = _mm256_add_pd(acc, _mm256_mul_pd(x, y));
-			}
-			dots_pair_finish(acc, v[i], v[j], e, n, &g[i * k + j]);
-		}
-}
-
-/* Four bf16 values widened to double (exactly, through f32). */
-static inline __m256d ld4_bf16_pd(const uint16_t *p)
-{
-	__m128i h = _mm_loadl_epi64((const __m128i *)p);
-	return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16)));
-}
-
-static void dots_pair_finish_bf16(__m256d acc, const uint16_t *x, const uint16_t *y, size_t e, size_t n, double *g)
-{
-	double a[4];
-	_mm256_storeu_pd(a, acc);
-	for (; e < n; e++) {
-		uint32_t ux = (uint32_t)x[e] << 16, uy = (uint32_t)y[e] << 16;
-		float fx, fy;
-		memcpy(&fx, &ux, 4);
-		memcpy(&fy, &uy, 4);
-		a[e & 3] = a[e & 3] + (double)fx * (double)fy;
-	}
-	*g += (a[0] + a[1]) + (a[2] + a[3]);
-}
-
-/* v_dots_f64's loops, widening from bf16 as they load. */
-static void v_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
-{
-	if (k == 2) {
-		__m256d aa = _mm256_setzero_pd(), ab = _mm256_setzero_pd(), bb = _mm256_setzero_pd();
-		size_t e = 0;
-		for (; e + 4 <= n; e += 4) {
-			__m256d x = ld4_bf16_pd(v[0] + e), y = ld4_bf16_pd(v[1] + e);
-			aa = _mm256_add_pd(aa, _mm256_mul_pd(x, x));
-			ab = _mm256_add_pd(ab, _mm256_mul_pd(x, y));
-			bb = _mm256_add_pd(bb, _mm256_mul_pd(y, y));
-		}
-		dots_pair_finish_bf16(aa, v[0], v[0], e, n, &g[0]);
-		dots_pair_finish_bf16(ab, v[0], v[1], e, n, &g[1]);
-		dots_pair_finish_bf16(bb, v[1], v[1], e, n, &g[3]);
+		dots_pair_finish(aa, v[0], v[0], bf16, e, n, &g[0]);
+		dots_pair_finish(ab, v[0], v[1], bf16, e, n, &g[1]);
+		dots_pair_finish(bb, v[1], v[1], bf16, e, n, &g[3]);
 		return;
 	}
 	for (int i = 0; i < k; i++)
@@ -445,9 +417,19 @@ static void v_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
 			__m256d acc = _mm256_setzero_pd();
 			size_t e = 0;
 			for (; e + 4 <= n; e += 4)
-				acc = _mm256_add_pd(acc, _mm256_mul_pd(ld4_bf16_pd(v[i] + e), ld4_bf16_pd(v[j] + e)));
-			dots_pair_finish_bf16(acc, v[i], v[j], e, n, &g[i * k + j]);
+				acc = _mm256_add_pd(acc, _mm256_mul_pd(ld4_pd(v[i], e, bf16), ld4_pd(v[j], e, bf16)));
+			dots_pair_finish(acc, v[i], v[j], bf16, e, n, &g[i * k + j]);
 		}
+}
+
+static void v_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	dots_impl((const void *const *)v, 0, k, n, g);
+}
+
+static void v_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
+{
+	dots_impl((const void *const *)v, 1, k, n, g);
 }
 
 static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)

@@ -342,6 +342,24 @@ struct gta_pass {
 	double a[BF_MAX_MODELS * 4], b[BF_MAX_MODELS * 4];
 };
 
+/* A model whose selections still want keys in this pass. */
+static bool selecting(const struct gta_model *m)
+{
+	return m->sparse && !m->none && !(bf_select_idle(&m->lo) && bf_select_idle(&m->hi));
+}
+
+/* Key order: |d| descending for magnitude (top-k), ascending for outlier windows. */
+static uint32_t key_flip(const struct gta_stats *st)
+{
+	return st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u;
+}
+
+static void select_feed(struct gta_model *m, const uint32_t *keys, uint64_t e0, size_t n)
+{
+	bf_select_feed(&m->lo, keys, e0, n);
+	bf_select_feed(&m->hi, keys, e0, n);
+}
+
 static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
 	struct gta_pass *ps = ctx;
@@ -354,12 +372,11 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	for (uint32_t i = 0; i < st->n; i++) {
 		struct gta_model *m = &st->m[i];
 		if (ps->kind == 0) {
-			if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
+			if (!selecting(m))
 				continue;
 			busy = true;
-			bf_kern->abs_keys(keys, in[i + 1], in[0], st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u, n);
-			bf_select_feed(&m->lo, keys, e0, n);
-			bf_select_feed(&m->hi, keys, e0, n);
+			bf_kern->abs_keys(keys, in[i + 1], in[0], key_flip(st), n);
+			select_feed(m, keys, e0, n);
 		} else {
 			busy = true;
 			bf_kern->sub(d, in[i + 1], in[0], n);
@@ -388,12 +405,11 @@ static int gta_select_bf16(void *ctx, const void *const *raw, uint64_t e0, size_
 	bool busy = false;
 	for (uint32_t i = 0; i < st->n; i++) {
 		struct gta_model *m = &st->m[i];
-		if (!m->sparse || m->none || (bf_select_idle(&m->lo) && bf_select_idle(&m->hi)))
+		if (!selecting(m))
 			continue;
 		busy = true;
-		bf_kern->abs_keys_bf16(keys, raw[i + 1], raw[0], st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u, n);
-		bf_select_feed(&m->lo, keys, e0, n);
-		bf_select_feed(&m->hi, keys, e0, n);
+		bf_kern->abs_keys_bf16(keys, raw[i + 1], raw[0], key_flip(st), n);
+		select_feed(m, keys, e0, n);
 	}
 	return busy ? 0 : BF_STREAM_STOP;
 }

@@ -424,6 +424,33 @@ BF_TEST(mask_bits)
 	}
 }
 
+/* The parameters of one TIES-family step test: mode 0 no mask, 1 mask array, 2 top-k with a
+ * threshold key taken from the data (so that ties at the key occur). */
+struct gta_case {
+	int mode, norm, ul;
+	float scale, w, lam;
+	uint64_t e0, ti;
+	uint32_t tk;
+};
+
+static struct gta_case gta_case_draw(const float *x, const float *b, size_t n)
+{
+	struct gta_case c;
+	c.mode = (int)(r32() % 3);
+	c.scale = r32() % 2 ? 1.0f : rf();
+	c.w = rf();
+	c.e0 = r32() % 1000;
+	c.ti = c.e0 + r32() % (n + 2);
+	float pick = x[r32() % n] - b[r32() % n];
+	uint32_t u;
+	memcpy(&u, &pick, 4);
+	c.tk = ~(u & 0x7fffffffu);
+	c.norm = (int)(r32() % 2);
+	c.ul = (int)(r32() % 2);
+	c.lam = (float)(r32() % 4001) / 1000.0f - 2.0f; /* a recipe's lambda: finite */
+	return c;
+}
+
 static int same_or_nan(const float *a, const float *b, size_t n);
 
 /* gta_prep_bf16 and gta_finish_bf16 against widening, the f32 step, and rounding, in every
@@ -446,24 +473,17 @@ BF_TEST(gta_bf16_steps)
 		}
 		bf_kern_ref.bf16_to_f32(x16, xf, n);
 		bf_kern_ref.bf16_to_f32(b16, bf, n);
-		int mode = (int)(r32() % 3);
-		float scale = r32() % 2 ? 1.0f : rf(), w = rf();
-		uint64_t e0 = r32() % 1000, ti = e0 + r32() % (n + 2);
-		float pick = xf[r32() % n] - bf[r32() % n];
-		uint32_t u;
-		memcpy(&u, &pick, 4);
-		uint32_t tk = ~(u & 0x7fffffffu);
-		int norm = (int)(r32() % 2), ul = (int)(r32() % 2);
-		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f;
-		bf_kern_ref.gta_prep(d1, xf, bf, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, scale, w, n);
+		struct gta_case c = gta_case_draw(xf, bf, n);
+		const float *mk = c.mode == 1 ? m : NULL;
+		bf_kern_ref.gta_prep(d1, xf, bf, mk, c.mode == 2, c.tk, c.ti, c.e0, c.scale, c.w, n);
 		memcpy(o1, out, n * 4);
-		bf_kern_ref.gta_finish(o1, den, bf, norm, lam, ul, n);
+		bf_kern_ref.gta_finish(o1, den, bf, c.norm, c.lam, c.ul, n);
 		bf_kern_ref.f32_to_bf16(o1, r1, n);
 		const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
 		for (int v = 0; v < 2 && ks[v]; v++) {
-			ks[v]->gta_prep_bf16(d2, x16, b16, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, scale, w, n);
+			ks[v]->gta_prep_bf16(d2, x16, b16, mk, c.mode == 2, c.tk, c.ti, c.e0, c.scale, c.w, n);
 			EXPECT(same_or_nan(d1, d2, n));
-			ks[v]->gta_finish_bf16(r2, out, den, b16, norm, lam, ul, n);
+			ks[v]->gta_finish_bf16(r2, out, den, b16, c.norm, c.lam, c.ul, n);
 			EXPECT(memcmp(r1, r2, n * 2) == 0);
 		}
 	}
@@ -560,14 +580,11 @@ BF_TEST(gta_fused_steps)
 			out[e] = rf();
 			den[e] = r32() % 4 ? rf() : (r32() % 2 ? 0.0f : -0.0f);
 		}
-		int mode = (int)(r32() % 3); /* 0: no mask, 1: mask array, 2: top-k */
-		float scale = r32() % 2 ? 1.0f : rf(), w = rf();
-		uint64_t e0 = r32() % 1000, ti = e0 + r32() % (n + 2);
-		/* a threshold key from the data, so that ties at the key occur */
-		float pick = x[r32() % n] - b[r32() % n];
-		uint32_t u;
-		memcpy(&u, &pick, 4);
-		uint32_t tk = ~(u & 0x7fffffffu);
+		struct gta_case c = gta_case_draw(x, b, n);
+		int mode = c.mode;
+		float scale = c.scale, w = c.w;
+		uint64_t e0 = c.e0, ti = c.ti;
+		uint32_t tk = c.tk;
 		/* the sequence gta_kernel used: sub, mask product, scale when != 1, scale by w */
 		bf_kern_ref.sub(d1, x, b, n);
 		if (mode) {
@@ -589,8 +606,8 @@ BF_TEST(gta_fused_steps)
 			simd->gta_prep(d3, x, b, mode == 1 ? m : NULL, mode == 2, tk, ti, e0, sc, w, n);
 			EXPECT(same_or_nan(d1, d3, n));
 		}
-		int norm = (int)(r32() % 2), ul = (int)(r32() % 2);
-		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f; /* a recipe's lambda: finite */
+		int norm = c.norm, ul = c.ul;
+		float lam = c.lam;
 		memcpy(o1, out, n * 4);
 		for (size_t e = 0; e < n; e++) {
 			if (norm)
