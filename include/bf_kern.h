@@ -5,8 +5,10 @@
  * exactly. tests/unit/test_kern.c checks that bit for bit over random and special inputs
  * (NaN, infinities, denormals, signed zeros, rounding ties).
  *
- * bf_kern points at the variant chosen at start-up: AVX2+F16C when the CPU has it and the build
- * includes it, else the reference. BLENDFS_SIMD=0 in the environment forces the reference.
+ * bf_kern points at the variant chosen at start-up: AVX-512F (the AVX2 table with the kernels
+ * that gain from 16 lanes replaced) or AVX2+F16C when the CPU has it and the build includes it,
+ * else the reference. In the environment, BLENDFS_SIMD=0 forces the reference and
+ * BLENDFS_SIMD=avx2 stops at AVX2.
  */
 #ifndef BF_KERN_H
 #define BF_KERN_H
@@ -103,7 +105,10 @@ extern const struct bf_kern bf_kern_ref;
 extern const struct bf_kern *bf_kern;
 /* AVX2+F16C variant, or NULL when not built or not supported by this CPU. */
 const struct bf_kern *bf_kern_avx2(void);
-/* Re-select (tests): simd=false forces the reference. */
+/* AVX-512F variant (needs the AVX2 one), or NULL likewise. */
+const struct bf_kern *bf_kern_avx512(void);
+/* Re-select (tests, start-up): 0 the reference, 1 the best variant this CPU runs, 2 AVX2 at
+ * most. */
 void bf_kern_select(int simd);
 
 #endif

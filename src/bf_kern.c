@@ -314,16 +314,19 @@ const struct bf_kern *bf_kern = &bf_kern_ref;
 
 #if !BF_SIMD
 const struct bf_kern *bf_kern_avx2(void) { return NULL; }
+const struct bf_kern *bf_kern_avx512(void) { return NULL; }
 #endif
 
 void bf_kern_select(int simd)
 {
-	const struct bf_kern *k = simd ? bf_kern_avx2() : NULL;
+	const struct bf_kern *k = simd == 1 ? bf_kern_avx512() : NULL;
+	if (!k && simd)
+		k = bf_kern_avx2();
 	bf_kern = k ? k : &bf_kern_ref;
 }
 
 __attribute__((constructor)) static void kern_init(void)
 {
 	const char *e = getenv("BLENDFS_SIMD");
-	bf_kern_select(!(e && !strcmp(e, "0")));
+	bf_kern_select(e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "avx2") ? 2 : 1);
 }

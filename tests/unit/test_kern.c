@@ -645,22 +645,31 @@ BF_TEST(reference_values)
 
 int main(void)
 {
-	simd = bf_kern_avx2();
-	printf("simd variant: %s\n", simd ? simd->name : "none on this CPU/build (reference only)");
-	RUN(widen_exhaustive);
-	RUN(narrow_random);
-	RUN(arithmetic_random_with_tails);
-	RUN(fused_equal_primitives);
-	RUN(consensus_and_topk);
-	RUN(philox_block);
-	RUN(dots);
-	RUN(bf16_input_kernels);
-	RUN(l1_pair);
-	RUN(mask_bits);
-	RUN(gta_fused_steps);
-	RUN(gta_bf16_steps);
-	RUN(abs_keys);
-	RUN(window_scan);
-	RUN(reference_values);
+	/* every test compares the reference with `simd`: run them all for each SIMD variant this
+	 * CPU and build have (the reference-only checks run again, harmlessly) */
+	const struct bf_kern *found[2] = { bf_kern_avx2(), bf_kern_avx512() }, *list[2] = { NULL, NULL };
+	int n = 0;
+	for (int v = 0; v < 2; v++)
+		if (found[v])
+			list[n++] = found[v];
+	for (int v = 0; v < (n ? n : 1); v++) {
+		simd = list[v];
+		printf("simd variant: %s\n", simd ? simd->name : "none on this CPU/build (reference only)");
+		RUN(widen_exhaustive);
+		RUN(narrow_random);
+		RUN(arithmetic_random_with_tails);
+		RUN(fused_equal_primitives);
+		RUN(consensus_and_topk);
+		RUN(philox_block);
+		RUN(dots);
+		RUN(bf16_input_kernels);
+		RUN(l1_pair);
+		RUN(mask_bits);
+		RUN(gta_fused_steps);
+		RUN(gta_bf16_steps);
+		RUN(abs_keys);
+		RUN(window_scan);
+		RUN(reference_values);
+	}
 	return bf_test_report();
 }
