@@ -84,6 +84,8 @@ struct bf_kern {
 	void (*mask_unpack)(const uint64_t *w, uint64_t e0, float *mask, size_t n);
 	/* Selection keys of task-vector magnitudes: keys[e] = (bits(a[e] - b[e]) & 0x7fffffff) ^ flip
 	 * (flip 0: |d| ascending, bf_key_abs_asc; ~0u: descending, bf_key_abs_desc). */
+	/* out = a - b of bf16 inputs (widened to f32 exactly, then as sub). */
+	void (*sub_bf16)(float *out, const uint16_t *a, const uint16_t *b, size_t n);
 	void (*abs_keys)(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n);
 	/* abs_keys of bf16 inputs (widened to f32 exactly, then as abs_keys). */
 	void (*abs_keys_bf16)(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n);
@@ -98,6 +100,10 @@ struct bf_kern {
 	 * in struct bf_rng). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			       float *out);
+	/* Bernoulli masks from the same uniforms: out[j] = uniform(index0 + j) < p ? 1.0f : 0.0f
+	 * (DARE's keep mask), without the uniforms in memory in between. */
+	void (*philox_mask)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			    float p, float *out);
 };
 
 extern const struct bf_kern bf_kern_ref;

@@ -122,8 +122,8 @@ static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti,
 		mask[e] = topk_keep(d[e], tk, ti, e0 + e);
 }
 
-static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			       float *out)
+static inline void philox_impl(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
+			       size_t n, int as_mask, float p, float *out)
 {
 	uint64_t i = index0;
 	size_t j = 0;
@@ -131,9 +131,29 @@ static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t
 		uint32_t w[4];
 		const uint32_t ctr[4] = { (uint32_t)(i >> 2), (uint32_t)(i >> 34), name_lo, name_hi };
 		bf_philox4x32_10(ctr, key, w);
-		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++)
-			out[j] = (float)(w[lane] >> 8) * 0x1p-24f;
+		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++) {
+			float u = (float)(w[lane] >> 8) * 0x1p-24f;
+			out[j] = as_mask ? (u < p ? 1.0f : 0.0f) : u;
+		}
 	}
+}
+
+static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+}
+
+static void ref_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			    float p, float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
+}
+
+static void ref_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)
+{
+	for (size_t e = 0; e < n; e++)
+		out[e] = bf_bf16_to_f32(a[e]) - bf_bf16_to_f32(b[e]);
 }
 
 static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
@@ -303,7 +323,7 @@ const struct bf_kern bf_kern_ref = {
 	.lin2 = ref_lin2,
 	.wsum_bf16 = ref_wsum_bf16, .ta_bf16 = ref_ta_bf16,
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
-	.philox_uniform = ref_philox_uniform, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
+	.philox_uniform = ref_philox_uniform, .philox_mask = ref_philox_mask, .sub_bf16 = ref_sub_bf16, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,

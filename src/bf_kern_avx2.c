@@ -307,13 +307,21 @@ static inline void philox8_round(struct philox8 *p, __m256i k0, __m256i k1)
 }
 
 /* Uniforms of the 8 blocks, in element order: out[4 * lane + word] (a 4x8 transpose) */
-static inline void philox8_store(const struct philox8 *p, float *out)
+/* The uniforms of 8 counters in element order, or with as_mask their comparison with p as
+ * 1.0f / 0.0f (DARE's keep mask). */
+static inline void philox8_store(const struct philox8 *p, float *out, int as_mask, __m256 vp)
 {
-	const __m256 scale = _mm256_set1_ps(0x1p-24f);
+	const __m256 scale = _mm256_set1_ps(0x1p-24f), one = _mm256_set1_ps(1.0f);
 	__m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c0, 8)), scale);
 	__m256 w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c1, 8)), scale);
 	__m256 w2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c2, 8)), scale);
 	__m256 w3 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c3, 8)), scale);
+	if (as_mask) {
+		w0 = _mm256_and_ps(_mm256_cmp_ps(w0, vp, _CMP_LT_OQ), one);
+		w1 = _mm256_and_ps(_mm256_cmp_ps(w1, vp, _CMP_LT_OQ), one);
+		w2 = _mm256_and_ps(_mm256_cmp_ps(w2, vp, _CMP_LT_OQ), one);
+		w3 = _mm256_and_ps(_mm256_cmp_ps(w3, vp, _CMP_LT_OQ), one);
+	}
 	__m256 t0 = _mm256_unpacklo_ps(w0, w1), t1 = _mm256_unpackhi_ps(w0, w1);
 	__m256 t2 = _mm256_unpacklo_ps(w2, w3), t3 = _mm256_unpackhi_ps(w2, w3);
 	/* u0: blocks 0 | 4, u1: 1 | 5, u2: 2 | 6, u3: 3 | 7 */
@@ -327,9 +335,11 @@ static inline void philox8_store(const struct philox8 *p, float *out)
 
 /* Philox4x32-10 for 16 counters at once (64 uniforms), exactly bf_philox4x32_10 per lane. Two
  * independent groups of 8 are interleaved: one group alone waits on each round's multiply. */
-static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			     float *out)
+static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
+								uint32_t name_hi, uint64_t index0, size_t n,
+								int as_mask, float pv, float *out)
 {
+	const __m256 vp = _mm256_set1_ps(pv);
 	size_t j = 0;
 	uint64_t i = index0;
 	/* scalar up to a group boundary */
@@ -337,7 +347,10 @@ static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t n
 	if (head > n)
 		head = n;
 	if (head) {
-		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, head, out);
+		if (as_mask)
+			bf_kern_ref.philox_mask(key, name_lo, name_hi, i, head, pv, out);
+		else
+			bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, head, out);
 		j += head;
 		i += head;
 	}
@@ -353,11 +366,33 @@ static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t n
 			k0 += 0x9E3779B9u;
 			k1 += 0xBB67AE85u;
 		}
-		philox8_store(&a, out + j);
-		philox8_store(&b, out + j + 32);
+		philox8_store(&a, out + j, as_mask, vp);
+		philox8_store(&b, out + j + 32, as_mask, vp);
 	}
-	if (j < n)
+	if (j < n && as_mask)
+		bf_kern_ref.philox_mask(key, name_lo, name_hi, i, n - j, pv, out + j);
+	else if (j < n)
 		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
+}
+
+static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			     float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+}
+
+static void v_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			  float p, float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
+}
+
+static void v_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)
+{
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8)
+		_mm256_storeu_ps(out + e, _mm256_sub_ps(ld8_bf16(a + e), ld8_bf16(b + e)));
+	bf_kern_ref.sub_bf16(out + e, a + e, b + e, n - e);
 }
 
 /* Element e of an f32 or a bf16 vector, as f32 (constant-folded in each caller). */
@@ -663,7 +698,7 @@ static const struct bf_kern kern_avx2 = {
 	.scale = v_scale, .axpy = v_axpy, .div = v_div, .sub = v_sub, .add = v_add, .lin2 = v_lin2,
 	.wsum_bf16 = v_wsum_bf16, .ta_bf16 = v_ta_bf16,
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
-	.philox_uniform = v_philox_uniform, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
+	.philox_uniform = v_philox_uniform, .philox_mask = v_philox_mask, .sub_bf16 = v_sub_bf16, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,

@@ -48,14 +48,22 @@ static inline void philox16_start(struct philox16 *p, uint64_t g, uint32_t name_
 }
 
 /* Uniforms of 16 counters, in element order: counter l's four words go to out[4l .. 4l+3].
- * Words are converted first, then transposed: 4x4 within 128-bit lanes, then the lanes. */
-static inline void philox16_store(const struct philox16 *p, float *out)
+ * Words are converted first (with as_mask: compared with p, as 1.0f / 0.0f), then transposed:
+ * 4x4 within 128-bit lanes, then the lanes. */
+static inline void philox16_store(const struct philox16 *p, float *out, int as_mask, __m512 vp)
 {
 	const __m512 scale = _mm512_set1_ps(0x1p-24f);
 	__m512i w0 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c0, 8)), scale));
 	__m512i w1 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c1, 8)), scale));
 	__m512i w2 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c2, 8)), scale));
 	__m512i w3 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c3, 8)), scale));
+	if (as_mask) {
+		const __m512i one = _mm512_castps_si512(_mm512_set1_ps(1.0f));
+		w0 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w0), vp, _CMP_LT_OQ), one);
+		w1 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w1), vp, _CMP_LT_OQ), one);
+		w2 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w2), vp, _CMP_LT_OQ), one);
+		w3 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w3), vp, _CMP_LT_OQ), one);
+	}
 	__m512i t0 = _mm512_unpacklo_epi32(w0, w1), t1 = _mm512_unpackhi_epi32(w0, w1);
 	__m512i t2 = _mm512_unpacklo_epi32(w2, w3), t3 = _mm512_unpackhi_epi32(w2, w3);
 	/* lane L of u_j: the four words of counter 4L + j */
@@ -71,9 +79,21 @@ static inline void philox16_store(const struct philox16 *p, float *out)
 
 static const struct bf_kern *base; /* the AVX2 variant this one extends */
 
-static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
-				size_t n, float *out)
+/* base's philox_uniform or philox_mask for [i, i + n) */
+static inline void base_philox(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t i, size_t n,
+			       int as_mask, float pv, float *out)
 {
+	if (as_mask)
+		base->philox_mask(key, name_lo, name_hi, i, n, pv, out);
+	else
+		base->philox_uniform(key, name_lo, name_hi, i, n, out);
+}
+
+static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
+								uint32_t name_hi, uint64_t index0, size_t n,
+								int as_mask, float pv, float *out)
+{
+	const __m512 vp = _mm512_set1_ps(pv);
 	size_t j = 0;
 	uint64_t i = index0;
 	/* the AVX2 variant up to a group boundary */
@@ -81,7 +101,7 @@ static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_
 	if (head > n)
 		head = n;
 	if (head) {
-		base->philox_uniform(key, name_lo, name_hi, i, head, out);
+		base_philox(key, name_lo, name_hi, i, head, as_mask, pv, out);
 		j += head;
 		i += head;
 	}
@@ -89,7 +109,7 @@ static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_
 		uint64_t g = i >> 2;
 		if ((uint32_t)g > UINT32_MAX - 31) {
 			/* the low counter word wraps inside these 32 counters: the AVX2 variant carries */
-			base->philox_uniform(key, name_lo, name_hi, i, 128, out + j);
+			base_philox(key, name_lo, name_hi, i, 128, as_mask, pv, out + j);
 			continue;
 		}
 		struct philox16 a, b;
@@ -103,11 +123,23 @@ static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_
 			k0 += 0x9E3779B9u;
 			k1 += 0xBB67AE85u;
 		}
-		philox16_store(&a, out + j);
-		philox16_store(&b, out + j + 64);
+		philox16_store(&a, out + j, as_mask, vp);
+		philox16_store(&b, out + j + 64, as_mask, vp);
 	}
 	if (j < n)
-		base->philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
+		base_philox(key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
+}
+
+static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
+				size_t n, float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+}
+
+static void v512_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
+			     size_t n, float p, float *out)
+{
+	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
 }
 
 static struct bf_kern kern_avx512;
@@ -123,6 +155,7 @@ static void build(void)
 	kern_avx512 = *base;
 	kern_avx512.name = "avx512f+avx2+f16c";
 	kern_avx512.philox_uniform = v512_philox_uniform;
+	kern_avx512.philox_mask = v512_philox_mask;
 }
 
 const struct bf_kern *bf_kern_avx512(void)

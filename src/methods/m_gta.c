@@ -301,15 +301,9 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 			mask[e] = !bf_select_below(&m->lo, k, e0 + e) && bf_select_below(&m->hi, k, e0 + e) ? 1.0f : 0.0f;
 		}
 		break;
-	case SP_RANDOM: {
-		float *u = bf_scratch(2, n * sizeof(float));
-		if (!u)
-			return -ENOMEM;
-		bf_rng_uniform_block(&m->rng, e0, n, u);
-		for (size_t e = 0; e < n; e++)
-			mask[e] = u[e] < m->density ? 1.0f : 0.0f;
+	case SP_RANDOM:
+		bf_kern->philox_mask(m->rng.key, m->rng.name_lo, m->rng.name_hi, e0, n, m->density, mask);
 		break;
-	}
 	case SP_DELLA: {
 		uint64_t L = st->row_len;
 		float *u = bf_scratch(2, n * sizeof(float));
@@ -360,6 +354,20 @@ static void select_feed(struct gta_model *m, const uint32_t *keys, uint64_t e0, 
 	bf_select_feed(&m->hi, keys, e0, n);
 }
 
+/* One model's share of an L1 pass block: its mask from the differences d, kept as bits when
+ * they fit, and the partial sums of the block (blocks do not depend on chunk size or threads). */
+static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint64_t e0, size_t n, float *mask)
+{
+	struct gta_stats *st = ps->st;
+	int r = gta_mask(st, i, d, e0, n, mask);
+	if (r)
+		return r;
+	if (st->bits) /* blocks arrive in order, on one thread */
+		bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask, n);
+	bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
+	return 0;
+}
+
 static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
 	struct gta_pass *ps = ctx;
@@ -380,18 +388,30 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 		} else {
 			busy = true;
 			bf_kern->sub(d, in[i + 1], in[0], n);
-			float *mask = (float *)keys;
-			int r = gta_mask(st, i, d, e0, n, mask);
+			int r = gta_sums_model(ps, i, d, e0, n, (float *)keys);
 			if (r)
 				return r;
-			if (st->bits) /* blocks arrive in order, on one thread */
-				bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask, n);
-			/* partial sums per block (blocks do not depend on chunk size or threads) */
-			bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
 		}
 	}
 	/* every selection of this pass is settled (tie passes end early) */
 	return busy ? 0 : BF_STREAM_STOP;
+}
+
+/* The L1 pass (kind 1) over bf16 inputs: the differences straight from the raw bytes. */
+static int gta_sums_bf16(void *ctx, const void *const *raw, uint64_t e0, size_t n)
+{
+	struct gta_pass *ps = ctx;
+	float *d = bf_scratch(0, n * sizeof(float));
+	float *mask = bf_scratch(1, n * sizeof(float));
+	if (!d || !mask)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < ps->st->n; i++) {
+		bf_kern->sub_bf16(d, raw[i + 1], raw[0], n);
+		int r = gta_sums_model(ps, i, d, e0, n, mask);
+		if (r)
+			return r;
+	}
+	return 0;
 }
 
 /* A selection pass (kind 0) over bf16 inputs: keys straight from the raw bytes. */
@@ -515,7 +535,7 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		if (st->cfg->sp == SP_RANDOM || st->cfg->sp == SP_DELLA)
 			st->bits = bits_new(n, N); /* NULL is fine: the kernel draws the masks */
 		ps.kind = 1;
-		r = bf_stream_run(s, t, gta_block, &ps);
+		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n && !r; i++) {
 			struct gta_model *m = &st->m[i];
 			float a = (float)ps.a[i], b = (float)ps.b[i];

@@ -293,10 +293,19 @@ BF_TEST(philox_block)
 		uint32_t nl = r32(), nh = r32();
 		uint64_t i0 = round < 9 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 64;
 		size_t n = 1 + r32() % 300; /* head, 64-wide blocks, tail */
-		float a[300], b[300];
+		float a[300], b[300], m1[300], m2[300];
 		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
 		simd->philox_uniform(key, nl, nh, i0, n, b);
 		EXPECT(memcmp(a, b, n * 4) == 0);
+		/* masks: the uniforms compared with p, in every variant (p on a uniform's grid too) */
+		float p = round % 3 ? (float)(r32() % 1000) / 1000.0f : a[r32() % n];
+		bf_kern_ref.philox_mask(key, nl, nh, i0, n, p, m1);
+		simd->philox_mask(key, nl, nh, i0, n, p, m2);
+		int same = 1;
+		for (size_t e = 0; e < n; e++)
+			same &= m1[e] == (a[e] < p ? 1.0f : 0.0f);
+		EXPECT(same);
+		EXPECT(memcmp(m1, m2, n * 4) == 0);
 	}
 }
 
@@ -327,6 +336,8 @@ BF_TEST(dots)
 	}
 }
 
+static int same_or_nan(const float *a, const float *b, size_t n);
+
 /* bf16-input kernels equal widening first and running the f32 kernel, in every variant */
 BF_TEST(bf16_input_kernels)
 {
@@ -355,6 +366,12 @@ BF_TEST(bf16_input_kernels)
 			for (int j = 0; j < 16; j++) /* NaN sums compare as NaN, whatever the payload */
 				same &= memcmp(&g1[j], &g2[j], 8) == 0 || (isnan(g1[j]) && isnan(g2[j]));
 			EXPECT(same);
+			if (k >= 2) {
+				float s1[300], s2[300];
+				bf_kern_ref.sub(s1, f[1], f[0], n);
+				ks[v]->sub_bf16(s2, h[1], h[0], n);
+				EXPECT(same_or_nan(s1, s2, n));
+			}
 			if (k >= 2)
 				for (int desc = 0; desc < 2; desc++) {
 					uint32_t k1[300], k2[300];
@@ -451,7 +468,6 @@ static struct gta_case gta_case_draw(const float *x, const float *b, size_t n)
 	return c;
 }
 
-static int same_or_nan(const float *a, const float *b, size_t n);
 
 /* gta_prep_bf16 and gta_finish_bf16 against widening, the f32 step, and rounding, in every
  * variant */
