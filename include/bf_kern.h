@@ -106,6 +106,17 @@ struct bf_kern {
 			    float p, float *out);
 };
 
+/* k's philox_mask when as_mask, else its philox_uniform (the vector variants' heads and tails,
+ * written once for both entry points). */
+static inline void bf_kern_philox(const struct bf_kern *k, const uint32_t key[2], uint32_t name_lo, uint32_t name_hi,
+				  uint64_t index0, size_t n, int as_mask, float p, float *out)
+{
+	if (as_mask)
+		k->philox_mask(key, name_lo, name_hi, index0, n, p, out);
+	else
+		k->philox_uniform(key, name_lo, name_hi, index0, n, out);
+}
+
 extern const struct bf_kern bf_kern_ref;
 /* The selected variant (never NULL). */
 extern const struct bf_kern *bf_kern;

@@ -46,7 +46,7 @@ struct bf_select {
 	uint32_t key;         /* the selected key */
 	uint64_t need;        /* rank still to go within the bucket / among elements equal to the key */
 	uint64_t *hist;       /* 65536 buckets (x4 lanes during pass 1) */
-	uint32_t *ck, *ci;    /* collected keys and their flat indices, in index order (one block) */
+	uint32_t *ck, *ci;    /* collected keys and their flat indices, in index order (one allocation) */
 	uint64_t col_n, col_cap, col_bytes;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;

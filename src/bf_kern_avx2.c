@@ -347,10 +347,7 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 	if (head > n)
 		head = n;
 	if (head) {
-		if (as_mask)
-			bf_kern_ref.philox_mask(key, name_lo, name_hi, i, head, pv, out);
-		else
-			bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, head, out);
+		bf_kern_philox(&bf_kern_ref, key, name_lo, name_hi, i, head, as_mask, pv, out);
 		j += head;
 		i += head;
 	}
@@ -369,10 +366,8 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 		philox8_store(&a, out + j, as_mask, vp);
 		philox8_store(&b, out + j + 32, as_mask, vp);
 	}
-	if (j < n && as_mask)
-		bf_kern_ref.philox_mask(key, name_lo, name_hi, i, n - j, pv, out + j);
-	else if (j < n)
-		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
+	if (j < n)
+		bf_kern_philox(&bf_kern_ref, key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
 }
 
 static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

@@ -79,16 +79,6 @@ static inline void philox16_store(const struct philox16 *p, float *out, int as_m
 
 static const struct bf_kern *base; /* the AVX2 variant this one extends */
 
-/* base's philox_uniform or philox_mask for [i, i + n) */
-static inline void base_philox(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t i, size_t n,
-			       int as_mask, float pv, float *out)
-{
-	if (as_mask)
-		base->philox_mask(key, name_lo, name_hi, i, n, pv, out);
-	else
-		base->philox_uniform(key, name_lo, name_hi, i, n, out);
-}
-
 static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
 								uint32_t name_hi, uint64_t index0, size_t n,
 								int as_mask, float pv, float *out)
@@ -101,7 +91,7 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 	if (head > n)
 		head = n;
 	if (head) {
-		base_philox(key, name_lo, name_hi, i, head, as_mask, pv, out);
+		bf_kern_philox(base, key, name_lo, name_hi, i, head, as_mask, pv, out);
 		j += head;
 		i += head;
 	}
@@ -109,7 +99,7 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 		uint64_t g = i >> 2;
 		if ((uint32_t)g > UINT32_MAX - 31) {
 			/* the low counter word wraps inside these 32 counters: the AVX2 variant carries */
-			base_philox(key, name_lo, name_hi, i, 128, as_mask, pv, out + j);
+			bf_kern_philox(base, key, name_lo, name_hi, i, 128, as_mask, pv, out + j);
 			continue;
 		}
 		struct philox16 a, b;
@@ -127,7 +117,7 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 		philox16_store(&b, out + j + 64, as_mask, vp);
 	}
 	if (j < n)
-		base_philox(key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
+		bf_kern_philox(base, key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
 }
 
 static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,

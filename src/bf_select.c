@@ -16,9 +16,10 @@
  * bf_select_collect_max, or than the budget allows, takes the counting route: a pass that
  * counts the low 16 bits within the bucket, then a tie pass that stops once it has the index.
  *
- * Finishing from a buffer: a 65536-entry histogram of the bucket's low 16 bits gives the key of
- * rank `need` within the bucket; the buffer is in index order, so the need'-th element with that
- * key (counting from 0) is the stable tie-break. Tensors of 2^32 elements or more keep flat
+ * Finishing from a buffer: counting one 8-bit digit of the keys at a time (the bucket within
+ * the window, then the low 16 bits in two bytes) keeps only the entries equal to the key of
+ * rank `need`; the buffer is in index order, so the need'-th of them (counting from 0) is the
+ * stable tie-break. Tensors of 2^32 elements or more keep flat
  * indices in 64 bits only on the counting route, so they never collect.
  */
 #include <stdatomic.h>

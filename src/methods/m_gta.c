@@ -556,6 +556,49 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
  * Kernel
  */
 
+/* D_i = the weighted (masked, rescaled) task vector of model i over [e0, e0 + cnt), from x and B
+ * in f32, or in bf16 when bf16 (the fused path). The mask comes from the bits the statistics
+ * pass kept, from the top-k test inside gta_prep, or else from gta_mask on the f32 differences:
+ * then bf16 inputs are widened first: x into wide[0..cnt), B into wide[cnt..2cnt) once per
+ * sub-block (*b_wide). Returns 0, or gta_mask's error (only when bits is NULL). */
+static int prep_model(const struct gta_stats *st, uint32_t i, const uint64_t *bits, const void *x, const void *B,
+		      int bf16, uint64_t e0, size_t cnt, float *Di, float *mask, float *wide, bool *b_wide)
+{
+	const struct gta_model *m = &st->m[i];
+	const float *mk = NULL;
+	float scale = m->scale;
+	int tk_on = 0;
+	if (!m->sparse && !m->none) {
+		scale = 1.0f;
+	} else if (bits) {
+		bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, e0, mask, cnt);
+		mk = mask;
+	} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
+		/* the top-k test inside the one pass (everything kept: no mask at all) */
+		tk_on = (m->hi.thr_key >> 32) == 0;
+	} else {
+		if (bf16) {
+			bf_kern->bf16_to_f32(x, wide, cnt);
+			if (!*b_wide)
+				bf_kern->bf16_to_f32(B, wide + cnt, cnt);
+			*b_wide = true;
+			x = wide;
+			B = wide + cnt;
+			bf16 = 0;
+		}
+		bf_kern->sub(Di, x, B, cnt); /* the other masks look at the differences */
+		int r = gta_mask(st, i, Di, e0, cnt, mask);
+		if (r)
+			return r;
+		mk = mask;
+	}
+	if (bf16)
+		bf_kern->gta_prep_bf16(Di, x, B, mk, tk_on, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, scale, m->w, cnt);
+	else
+		bf_kern->gta_prep(Di, x, B, mk, tk_on, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, scale, m->w, cnt);
+	return 0;
+}
+
 static int gta_kernel(const struct bf_kargs *a)
 {
 	const struct gta_stats *st = a->stats;
@@ -569,28 +612,9 @@ static int gta_kernel(const struct bf_kargs *a)
 		return -ENOMEM;
 	const uint64_t *bits = bits_acquire(st->bits);
 	for (uint32_t i = 0; i < n; i++) {
-		const struct gta_model *m = &st->m[i];
-		float *Di = D + (size_t)i * cnt;
-		const float *x = a->in[i + 1];
-		if (!m->sparse && !m->none) {
-			bf_kern->gta_prep(Di, x, B, NULL, 0, 0, 0, a->e0, 1.0f, m->w, cnt);
-			continue;
-		}
-		if (bits) {
-			bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, a->e0, mask, cnt);
-		} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
-			/* the top-k test inside the one pass (everything kept: no mask at all) */
-			bool all = (m->hi.thr_key >> 32) != 0;
-			bf_kern->gta_prep(Di, x, B, NULL, !all, (uint32_t)m->hi.thr_key, m->hi.thr_idx, a->e0, m->scale,
-					  m->w, cnt);
-			continue;
-		} else {
-			bf_kern->sub(Di, x, B, cnt); /* the other masks look at the differences */
-			int r = gta_mask(st, i, Di, a->e0, cnt, mask);
-			if (r)
-				return r; /* bits is NULL on this path: nothing to release */
-		}
-		bf_kern->gta_prep(Di, x, B, mask, 0, 0, 0, a->e0, m->scale, m->w, cnt);
+		int r = prep_model(st, i, bits, a->in[i + 1], B, 0, a->e0, cnt, D + (size_t)i * cnt, mask, NULL, NULL);
+		if (r)
+			return r; /* bits is NULL on this path: nothing to release */
 	}
 	if (bits)
 		bits_release(st->bits, st->numel, cnt);
@@ -624,15 +648,12 @@ static int gta_kernel(const struct bf_kargs *a)
 	return 0;
 }
 
-/* One pass for the common case: no mask and no sign election (task arithmetic, and every
- * variant at density 1 without consensus), all BF16. */
 /* Sub-block of the fused consensus path: its arrays (k task vectors, mask, sums) stay in L2. */
 #define FUSED_SUB 8192u
 
 /* The consensus methods over bf16 inputs and output, from the raw bytes: gta_kernel's steps on
  * sub-blocks, with the widening folded into gta_prep_bf16 and the final rounding into
- * gta_finish_bf16 (the same f32 operations, so the same bytes). Masks that look at the f32
- * differences (no mask bits at hand) widen their two inputs first, as gta_kernel does. */
+ * gta_finish_bf16 (the same f32 operations, so the same bytes). */
 static int gta_fused_consensus(const struct bf_fargs *a)
 {
 	const struct gta_stats *st = a->stats;
@@ -642,7 +663,7 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 	float *f = bf_scratch(3, 4 * (size_t)FUSED_SUB * sizeof(float));
 	if (!D || !mask || !f)
 		return -ENOMEM;
-	float *out = f, *den = f + FUSED_SUB, *xf = f + 2 * FUSED_SUB, *bf = f + 3 * FUSED_SUB;
+	float *out = f, *den = f + FUSED_SUB, *wide = f + 2 * FUSED_SUB;
 	float w[BF_MAX_MODELS * 4];
 	for (uint32_t i = 0; i < n; i++)
 		w[i] = st->m[i].w;
@@ -654,29 +675,10 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 		const uint64_t *bits = bits_acquire(st->bits);
 		bool b_wide = false;
 		for (uint32_t i = 0; i < n; i++) {
-			const struct gta_model *m = &st->m[i];
-			float *Di = D + (size_t)i * cnt;
-			const uint16_t *x = raw[i + 1] + s0;
-			if (!m->sparse && !m->none) {
-				bf_kern->gta_prep_bf16(Di, x, B, NULL, 0, 0, 0, e0, 1.0f, m->w, cnt);
-			} else if (bits) {
-				bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, e0, mask, cnt);
-				bf_kern->gta_prep_bf16(Di, x, B, mask, 0, 0, 0, e0, m->scale, m->w, cnt);
-			} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
-				bool all = (m->hi.thr_key >> 32) != 0;
-				bf_kern->gta_prep_bf16(Di, x, B, NULL, !all, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0,
-						       m->scale, m->w, cnt);
-			} else {
-				if (!b_wide)
-					bf_kern->bf16_to_f32(B, bf, cnt);
-				b_wide = true;
-				bf_kern->bf16_to_f32(x, xf, cnt);
-				bf_kern->sub(Di, xf, bf, cnt);
-				int r = gta_mask(st, i, Di, e0, cnt, mask);
-				if (r)
-					return r; /* bits is NULL on this path: nothing to release */
-				bf_kern->gta_prep(Di, xf, bf, mask, 0, 0, 0, e0, m->scale, m->w, cnt);
-			}
+			int r = prep_model(st, i, bits, raw[i + 1] + s0, B, 1, e0, cnt, D + (size_t)i * cnt, mask, wide,
+					   &b_wide);
+			if (r)
+				return r; /* bits is NULL on this path: nothing to release */
 		}
 		if (bits)
 			bits_release(st->bits, st->numel, cnt);
@@ -687,6 +689,9 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 	return 0;
 }
 
+/* All BF16: the consensus methods through gta_fused_consensus; the common case without a mask
+ * or a sign election (task arithmetic, and every variant at density 1 without consensus) in
+ * one pass. */
 static int gta_fused(const struct bf_fargs *a)
 {
 	const struct gta_stats *st = a->stats;
