@@ -102,6 +102,13 @@ int bf_method_param(const struct bf_method *m, const char *name);
  * survive a call into another user of the same slot. Returns NULL on allocation failure. */
 void *bf_scratch(unsigned slot, size_t bytes);
 
+/* Random methods (DARE, DELLA) keep each tensor's masks as bits from the statistics pass to the
+ * kernel while a process-wide byte budget allows (a pure cache: without it the kernel draws
+ * them again). The budget starts at BF_MASK_BITS_MIN; the exec layer raises it with a share of
+ * the chunk cache's budget, so that both together stay within --cache-size + 64 MiB. */
+#define BF_MASK_BITS_MIN ((uint64_t)16 << 20)
+void bf_method_set_mask_budget(uint64_t bytes);
+
 /* Streaming access for stats passes: calls fn for consecutive blocks covering the whole tensor,
  * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row). fn
  * returns 0 to go on, BF_STREAM_STOP to end the pass early, or a negative errno.

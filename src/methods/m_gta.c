@@ -102,9 +102,14 @@ struct gta_model {
  * reads them while they last. They are a pure cache: the kernel draws the same mask itself when
  * the bits are gone, so freeing them early only costs time. They are freed once the kernel has
  * consumed as many elements as the tensor has (a sequential read consumes each once), or with
- * the statistics. */
-#define MASK_BITS_BUDGET ((uint64_t)16 << 20)
-static _Atomic uint64_t mask_bits_bytes;
+ * the statistics. The budget is BF_MASK_BITS_MIN, plus what the exec layer gives them out of
+ * the chunk cache's (bf_method_set_mask_budget). */
+static _Atomic uint64_t mask_bits_bytes, mask_bits_budget = BF_MASK_BITS_MIN;
+
+void bf_method_set_mask_budget(uint64_t bytes)
+{
+	atomic_store(&mask_bits_budget, bytes);
+}
 
 struct gta_bits {
 	pthread_mutex_t lock;
@@ -141,7 +146,7 @@ static struct gta_bits *bits_new(uint32_t n, uint64_t numel)
 	uint64_t per = (numel + 63) / 64, bytes = per * n * sizeof(uint64_t);
 	uint64_t cur = atomic_load(&mask_bits_bytes);
 	do {
-		if (cur + bytes > MASK_BITS_BUDGET)
+		if (cur + bytes > atomic_load(&mask_bits_budget))
 			return NULL;
 	} while (!atomic_compare_exchange_weak(&mask_bits_bytes, &cur, cur + bytes));
 	struct gta_bits *b = calloc(1, sizeof(*b));
