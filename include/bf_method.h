@@ -108,6 +108,11 @@ void *bf_scratch(unsigned slot, size_t bytes);
  * the chunk cache's budget, so that both together stay within --cache-size + 64 MiB. */
 #define BF_MASK_BITS_MIN ((uint64_t)16 << 20)
 void bf_method_set_mask_budget(uint64_t bytes);
+struct bf_mask_stats {
+	uint64_t budget, used;    /* bytes */
+	uint64_t kept, refused;   /* tensors whose masks were kept / drawn again (over the budget) */
+};
+void bf_method_mask_stats(struct bf_mask_stats *out);
 
 /* Streaming access for stats passes: calls fn for consecutive blocks covering the whole tensor,
  * in order, with all inputs converted to f32. Blocks hold whole rows (at least one row). fn

@@ -121,6 +121,13 @@ char *bf_vfs_status_text(const struct bf_vfs *v, struct bf_exec *x, size_t *len)
 	fprintf(f, "chunks_computed: %" PRIu64 "\nbytes_computed: %" PRIu64 "\nbytes_copied: %" PRIu64
 		   "\nstatistics_computed: %" PRIu64 "\nread_errors: %" PRIu64 "\nchunks_prefetched: %" PRIu64 "\n",
 		es.chunks_computed, es.bytes_computed, es.bytes_copied, es.stats_computed, es.read_errors, es.prefetched);
+	if (p->method->random) {
+		struct bf_mask_stats ms;
+		bf_method_mask_stats(&ms);
+		fprintf(f, "mask_bits_budget_bytes: %" PRIu64 "\nmask_bits_used_bytes: %" PRIu64
+			   "\nmask_bits_kept: %" PRIu64 "\nmask_bits_refused: %" PRIu64 "\n",
+			ms.budget, ms.used, ms.kept, ms.refused);
+	}
 	for (size_t i = 0; i < bf_n_methods && i < 32; i++)
 		if (es.method_ns[i] || es.method_bytes[i])
 			fprintf(f, "method_time_ms.%s: %.3f\nmethod_bytes.%s: %" PRIu64 "\n", bf_methods[i]->name,

@@ -105,10 +105,19 @@ struct gta_model {
  * the statistics. The budget is BF_MASK_BITS_MIN, plus what the exec layer gives them out of
  * the chunk cache's (bf_method_set_mask_budget). */
 static _Atomic uint64_t mask_bits_bytes, mask_bits_budget = BF_MASK_BITS_MIN;
+static _Atomic uint64_t mask_bits_kept, mask_bits_refused;
 
 void bf_method_set_mask_budget(uint64_t bytes)
 {
 	atomic_store(&mask_bits_budget, bytes);
+}
+
+void bf_method_mask_stats(struct bf_mask_stats *out)
+{
+	out->budget = atomic_load(&mask_bits_budget);
+	out->used = atomic_load(&mask_bits_bytes);
+	out->kept = atomic_load(&mask_bits_kept);
+	out->refused = atomic_load(&mask_bits_refused);
 }
 
 struct gta_bits {
@@ -537,8 +546,10 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		}
 	}
 	if (!r && need_sums) {
-		if (st->cfg->sp == SP_RANDOM || st->cfg->sp == SP_DELLA)
+		if (st->cfg->sp == SP_RANDOM || st->cfg->sp == SP_DELLA) {
 			st->bits = bits_new(n, N); /* NULL is fine: the kernel draws the masks */
+			atomic_fetch_add(st->bits ? &mask_bits_kept : &mask_bits_refused, 1);
+		}
 		ps.kind = 1;
 		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
 		for (uint32_t i = 0; i < n && !r; i++) {
