@@ -110,7 +110,8 @@ void *bf_scratch(unsigned slot, size_t bytes);
 void bf_method_set_mask_budget(uint64_t bytes);
 struct bf_mask_stats {
 	uint64_t budget, used;    /* bytes */
-	uint64_t kept, refused;   /* tensors whose masks were kept / drawn again (over the budget) */
+	uint64_t kept, partial, refused; /* tensors whose masks were kept whole, over a prefix of the
+				  * tensor, or not at all (drawn again when read) */
 };
 void bf_method_mask_stats(struct bf_mask_stats *out);
 

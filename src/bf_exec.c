@@ -107,6 +107,16 @@ int bf_exec_new(const struct bf_plan *p, const struct bf_exec_opts *o, struct bf
 		uint64_t share = x->o.cache_bytes / 4;
 		bf_method_set_mask_budget(BF_MASK_BITS_MIN + share);
 		x->o.cache_bytes -= share;
+		/* tests: BLENDFS_MASK_BITS=BYTES sets the budget (the masks are a pure cache) */
+		const char *e = getenv("BLENDFS_MASK_BITS");
+		if (e && *e) {
+			char *end;
+			unsigned long long v = strtoull(e, &end, 10);
+			if (!*end)
+				bf_method_set_mask_budget(v);
+			else
+				bf_warn("BLENDFS_MASK_BITS=%s is not a byte count: ignored", e);
+		}
 	}
 	/* prefetching into a cache that cannot hold what it fetches only evicts what readers need */
 	if (x->o.cache_bytes < (uint64_t)(x->o.prefetch_chunks + 4) * x->chunk)

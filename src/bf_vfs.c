@@ -125,8 +125,8 @@ char *bf_vfs_status_text(const struct bf_vfs *v, struct bf_exec *x, size_t *len)
 		struct bf_mask_stats ms;
 		bf_method_mask_stats(&ms);
 		fprintf(f, "mask_bits_budget_bytes: %" PRIu64 "\nmask_bits_used_bytes: %" PRIu64
-			   "\nmask_bits_kept: %" PRIu64 "\nmask_bits_refused: %" PRIu64 "\n",
-			ms.budget, ms.used, ms.kept, ms.refused);
+			   "\nmask_bits_kept: %" PRIu64 "\nmask_bits_partial: %" PRIu64 "\nmask_bits_refused: %" PRIu64 "\n",
+			ms.budget, ms.used, ms.kept, ms.partial, ms.refused);
 	}
 	for (size_t i = 0; i < bf_n_methods && i < 32; i++)
 		if (es.method_ns[i] || es.method_bytes[i])

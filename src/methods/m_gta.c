@@ -105,7 +105,7 @@ struct gta_model {
  * the statistics. The budget is BF_MASK_BITS_MIN, plus what the exec layer gives them out of
  * the chunk cache's (bf_method_set_mask_budget). */
 static _Atomic uint64_t mask_bits_bytes, mask_bits_budget = BF_MASK_BITS_MIN;
-static _Atomic uint64_t mask_bits_kept, mask_bits_refused;
+static _Atomic uint64_t mask_bits_kept, mask_bits_partial, mask_bits_refused;
 
 void bf_method_set_mask_budget(uint64_t bytes)
 {
@@ -117,6 +117,7 @@ void bf_method_mask_stats(struct bf_mask_stats *out)
 	out->budget = atomic_load(&mask_bits_budget);
 	out->used = atomic_load(&mask_bits_bytes);
 	out->kept = atomic_load(&mask_bits_kept);
+	out->partial = atomic_load(&mask_bits_partial);
 	out->refused = atomic_load(&mask_bits_refused);
 }
 
@@ -124,6 +125,7 @@ struct gta_bits {
 	pthread_mutex_t lock;
 	uint64_t *words;         /* model i's bit e at words[i * per + e / 64], bit e % 64 */
 	uint64_t per, bytes;     /* words per model; bytes reserved from the budget */
+	uint64_t cap;            /* elements [0, cap) have bits (per * 64, or the whole tensor) */
 	uint64_t consumed;       /* elements the kernel has computed with them */
 	unsigned users;          /* kernels reading them now */
 };
@@ -149,14 +151,21 @@ static void bits_free(struct gta_bits *b)
 	b->bytes = 0;
 }
 
-/* Room for every model's mask bits, or NULL (over the budget, or out of memory). */
+/* Room for every model's mask bits over the first elements of the tensor, as many as the budget
+ * has room for (all of them, or a prefix: a sequential reader then draws the masks again only
+ * for the rest), or NULL (no room at all, or out of memory). */
 static struct gta_bits *bits_new(uint32_t n, uint64_t numel)
 {
-	uint64_t per = (numel + 63) / 64, bytes = per * n * sizeof(uint64_t);
-	uint64_t cur = atomic_load(&mask_bits_bytes);
+	uint64_t per, bytes, cur = atomic_load(&mask_bits_bytes);
 	do {
-		if (cur + bytes > atomic_load(&mask_bits_budget))
+		uint64_t budget = atomic_load(&mask_bits_budget);
+		uint64_t room = budget > cur ? (budget - cur) / (n * sizeof(uint64_t)) : 0;
+		per = (numel + 63) / 64;
+		if (per > room)
+			per = room;
+		if (!per)
 			return NULL;
+		bytes = per * n * sizeof(uint64_t);
 	} while (!atomic_compare_exchange_weak(&mask_bits_bytes, &cur, cur + bytes));
 	struct gta_bits *b = calloc(1, sizeof(*b));
 	uint64_t *w = b ? calloc(per * n, sizeof(uint64_t)) : NULL;
@@ -169,28 +178,37 @@ static struct gta_bits *bits_new(uint32_t n, uint64_t numel)
 	b->words = w;
 	b->per = per;
 	b->bytes = bytes;
+	b->cap = per * 64 < numel ? per * 64 : numel;
 	return b;
 }
 
-/* The words to read for a kernel call, or NULL (draw the masks); pair with bits_release. */
-static const uint64_t *bits_acquire(struct gta_bits *b)
+/* The words to read for a kernel call over [e0, e0 + n), or NULL (draw the masks); pair a
+ * non-NULL result with bits_release. A call that runs past the bits draws its whole block, and
+ * counts the part it could have read as consumed, so that a sequential read frees them. */
+static const uint64_t *bits_acquire(struct gta_bits *b, uint64_t e0, size_t n)
 {
-	if (!b)
+	if (!b || e0 >= b->cap)
 		return NULL;
 	pthread_mutex_lock(&b->lock);
 	const uint64_t *w = b->words;
-	if (w)
+	if (w && e0 + n <= b->cap) {
 		b->users++;
+	} else if (w) {
+		b->consumed += b->cap - e0;
+		if (b->consumed >= b->cap && !b->users)
+			bits_free(b);
+		w = NULL;
+	}
 	pthread_mutex_unlock(&b->lock);
 	return w;
 }
 
-static void bits_release(struct gta_bits *b, uint64_t numel, size_t n)
+static void bits_release(struct gta_bits *b, size_t n)
 {
 	pthread_mutex_lock(&b->lock);
 	b->users--;
 	b->consumed += n;
-	if (b->consumed >= numel && !b->users)
+	if (b->consumed >= b->cap && !b->users)
 		bits_free(b);
 	pthread_mutex_unlock(&b->lock);
 }
@@ -376,8 +394,9 @@ static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint6
 	int r = gta_mask(st, i, d, e0, n, mask);
 	if (r)
 		return r;
-	if (st->bits) /* blocks arrive in order, on one thread */
-		bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask, n);
+	if (st->bits && e0 < st->bits->cap) /* blocks arrive in order, on one thread */
+		bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask,
+				   (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
 	bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
 	return 0;
 }
@@ -548,7 +567,8 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 	if (!r && need_sums) {
 		if (st->cfg->sp == SP_RANDOM || st->cfg->sp == SP_DELLA) {
 			st->bits = bits_new(n, N); /* NULL is fine: the kernel draws the masks */
-			atomic_fetch_add(st->bits ? &mask_bits_kept : &mask_bits_refused, 1);
+			atomic_fetch_add(!st->bits ? &mask_bits_refused :
+					 st->bits->cap < N ? &mask_bits_partial : &mask_bits_kept, 1);
 		}
 		ps.kind = 1;
 		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
@@ -626,14 +646,14 @@ static int gta_kernel(const struct bf_kargs *a)
 	float *mask = bf_scratch(1, cnt * sizeof(float));
 	if (!D || !mask)
 		return -ENOMEM;
-	const uint64_t *bits = bits_acquire(st->bits);
+	const uint64_t *bits = bits_acquire(st->bits, a->e0, cnt);
 	for (uint32_t i = 0; i < n; i++) {
 		int r = prep_model(st, i, bits, a->in[i + 1], B, 0, a->e0, cnt, D + (size_t)i * cnt, mask, NULL, NULL);
 		if (r)
 			return r; /* bits is NULL on this path: nothing to release */
 	}
 	if (bits)
-		bits_release(st->bits, st->numel, cnt);
+		bits_release(st->bits, cnt);
 	float *out = a->out;
 	if (st->cfg->consensus) {
 		float *den = bf_scratch(2, cnt * sizeof(float));
@@ -688,7 +708,7 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 		size_t cnt = a->n - s0 < FUSED_SUB ? a->n - s0 : FUSED_SUB;
 		uint64_t e0 = a->e0 + s0;
 		const uint16_t *B = raw[0] + s0;
-		const uint64_t *bits = bits_acquire(st->bits);
+		const uint64_t *bits = bits_acquire(st->bits, e0, cnt);
 		bool b_wide = false;
 		for (uint32_t i = 0; i < n; i++) {
 			int r = prep_model(st, i, bits, raw[i + 1] + s0, B, 1, e0, cnt, D + (size_t)i * cnt, mask, wide,
@@ -697,7 +717,7 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 				return r; /* bits is NULL on this path: nothing to release */
 		}
 		if (bits)
-			bits_release(st->bits, st->numel, cnt);
+			bits_release(st->bits, cnt);
 		bf_kern->consensus(out, den, D, cnt, w, (int)n, st->count, cnt);
 		bf_kern->gta_finish_bf16((uint16_t *)a->out + s0, out, den, B, st->normalize, st->lambda,
 					 st->lambda != 1.0f, cnt);
