@@ -94,11 +94,13 @@ int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 		s->pass = P_DONE;
 		return 0;
 	}
-	s->hist = calloc(65536 * LANES, sizeof(uint64_t));
-	if (!s->hist)
-		return -1;
 	s->pass = P_HI;
 	s->spec = total < ((uint64_t)1 << 32); /* decided for good on the first feed */
+	if (!s->spec) {
+		s->hist = calloc(65536 * LANES, sizeof(uint64_t));
+		if (!s->hist)
+			return -1;
+	}
 	return 0;
 }
 
@@ -109,25 +111,42 @@ void bf_select_free(struct bf_select *s)
 	collect_release(s);
 }
 
-/* After the first block (n elements) is counted: guess the window of buckets around rank
- * R / total from its histogram, and reserve the buffer, or give up speculating. The margin is
- * four standard errors of a sample quantile plus half a percent, because the first rows of a
- * tensor are not a random sample of it. */
-static void spec_start(struct bf_select *s, size_t n)
+/* The first block (n keys): guess the window of buckets around rank R / total from its
+ * histogram, and reserve the buffer, or give up speculating. The margin is four standard errors
+ * of a sample quantile plus half a percent, because the first rows of a tensor are not a random
+ * sample of it. The histogram covers only the buckets between the block's smallest and largest
+ * (a few thousand), so that a selection does not clear and scan all 65536 (x LANES). */
+static void spec_start(struct bf_select *s, const uint32_t *keys, size_t n)
 {
 	s->spec = false;
 	if (!n)
 		return;
+	uint32_t bmin = 65535, bmax = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = keys[i] >> 16;
+		bmin = b < bmin ? b : bmin;
+		bmax = b > bmax ? b : bmax;
+	}
+	uint32_t range = bmax - bmin + 1;
+	uint32_t *h = calloc((size_t)range * LANES, sizeof(uint32_t));
+	if (!h)
+		return;
+	size_t i = 0;
+	for (; i + LANES <= n; i += LANES)
+		for (uint32_t l = 0; l < LANES; l++)
+			h[((keys[i + l] >> 16) - bmin) * LANES + l]++;
+	for (; i < n; i++)
+		h[((keys[i] >> 16) - bmin) * LANES]++;
 	double q = (double)s->rank / (double)s->total;
 	double d = 4.0 * __builtin_sqrt(q * (1.0 - q) / (double)n) + 0.005;
 	double lo_r = (q - d) * (double)n, hi_r = (q + d) * (double)n, c_r = q * (double)n;
 	uint32_t lo = 0, hi = 65535, cb = 0;
 	bool got_lo = false, got_c = false;
 	uint64_t acc = 0;
-	for (uint32_t b = 0; b < 65536; b++) {
+	for (uint32_t b = bmin; b <= bmax; b++) {
 		uint64_t c = 0;
 		for (uint32_t l = 0; l < LANES; l++)
-			c += s->hist[b * LANES + l];
+			c += h[(b - bmin) * LANES + l];
 		if (!c)
 			continue;
 		acc += c;
@@ -154,9 +173,10 @@ static void spec_start(struct bf_select *s, size_t n)
 		hi = cb + (WINDOW_MAX / 2);
 	/* room for the window's share of the sample, scaled up, with slack */
 	uint64_t in = 0;
-	for (uint32_t b = lo; b <= hi; b++)
+	for (uint32_t b = lo > bmin ? lo : bmin; b <= hi && b <= bmax; b++)
 		for (uint32_t l = 0; l < LANES; l++)
-			in += s->hist[b * LANES + l];
+			in += h[(b - bmin) * LANES + l];
+	free(h);
 	double want = (double)in / (double)n * (double)s->total * 1.25 + 4096.0;
 	uint64_t cap = want < (double)s->total ? (uint64_t)want : s->total;
 	if (cap > bf_select_collect_max)
@@ -175,28 +195,33 @@ static void win_scan(struct bf_select *s, const uint32_t *keys, uint64_t idx0, s
 					 s->ck, s->ci, &s->col_n, s->col_cap);
 }
 
+static void fail(struct bf_select *s);
+
 void bf_select_feed(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n)
 {
 	switch (s->pass) {
 	case P_HI: {
+		if (!s->fed && s->spec) {
+			/* the first block is the sample */
+			s->fed = true;
+			spec_start(s, keys, n);
+			if (s->spec) {
+				s->pass = P_WIN;
+				win_scan(s, keys, idx0, n);
+				break;
+			}
+		}
+		s->fed = true;
+		if (!s->hist && !(s->hist = calloc(65536 * LANES, sizeof(uint64_t)))) {
+			fail(s);
+			break;
+		}
 		size_t i = 0;
 		for (; i + LANES <= n; i += LANES)
 			for (uint32_t l = 0; l < LANES; l++)
 				s->hist[(keys[i + l] >> 16) * LANES + l]++;
 		for (; i < n; i++)
 			s->hist[(keys[i] >> 16) * LANES]++;
-		if (s->fed)
-			break;
-		s->fed = true; /* the first block is the sample: the histogram holds just it */
-		if (s->spec)
-			spec_start(s, n);
-		if (!s->spec)
-			break;
-		/* the histogram served its purpose: the pass scans the window from here on */
-		free(s->hist);
-		s->hist = NULL;
-		s->pass = P_WIN;
-		win_scan(s, keys, idx0, n);
 		break;
 	}
 	case P_WIN:
