@@ -100,10 +100,11 @@ struct gta_model {
  * them for the L1 sums, cost as much as that whole pass (Philox, or DELLA's row ranks). The
  * rescale pass therefore keeps them as bits when a process-wide budget allows, and the kernel
  * reads them while they last. They are a pure cache: the kernel draws the same mask itself when
- * the bits are gone, so freeing them early only costs time. They are freed once the kernel has
- * consumed as many elements as the tensor has (a sequential read consumes each once), or with
- * the statistics. The budget is BF_MASK_BITS_MIN, plus what the exec layer gives them out of
- * the chunk cache's (bf_method_set_mask_budget). */
+ * the bits are gone, so freeing them early only costs time. A tensor too large for what is left
+ * of the budget keeps them over a prefix of itself. They are freed once the kernel has consumed
+ * as many elements as they cover (a sequential read consumes each once), or with the
+ * statistics. The budget is BF_MASK_BITS_MIN, plus what the exec layer gives them out of the
+ * chunk cache's (bf_method_set_mask_budget). */
 static _Atomic uint64_t mask_bits_bytes, mask_bits_budget = BF_MASK_BITS_MIN;
 static _Atomic uint64_t mask_bits_kept, mask_bits_partial, mask_bits_refused;
 
