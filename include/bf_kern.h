@@ -117,6 +117,20 @@ static inline void bf_kern_philox(const struct bf_kern *k, const uint32_t key[2]
 		k->philox_uniform(key, name_lo, name_hi, index0, n, out);
 }
 
+/* The vector variants' head: k's Philox over the elements before the next multiple of 4 (a
+ * counter's four outputs), at most n; returns how many it wrote. */
+static inline size_t bf_kern_philox_head(const struct bf_kern *k, const uint32_t key[2], uint32_t name_lo,
+					 uint32_t name_hi, uint64_t index0, size_t n, int as_mask, float p,
+					 float *out)
+{
+	size_t head = (size_t)((4 - (index0 & 3)) & 3);
+	if (head > n)
+		head = n;
+	if (head)
+		bf_kern_philox(k, key, name_lo, name_hi, index0, head, as_mask, p, out);
+	return head;
+}
+
 extern const struct bf_kern bf_kern_ref;
 /* The selected variant (never NULL). */
 extern const struct bf_kern *bf_kern;

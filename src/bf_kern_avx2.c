@@ -340,17 +340,9 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 								int as_mask, float pv, float *out)
 {
 	const __m256 vp = _mm256_set1_ps(pv);
-	size_t j = 0;
-	uint64_t i = index0;
 	/* scalar up to a group boundary */
-	size_t head = (size_t)((4 - (i & 3)) & 3);
-	if (head > n)
-		head = n;
-	if (head) {
-		bf_kern_philox(&bf_kern_ref, key, name_lo, name_hi, i, head, as_mask, pv, out);
-		j += head;
-		i += head;
-	}
+	size_t j = bf_kern_philox_head(&bf_kern_ref, key, name_lo, name_hi, index0, n, as_mask, pv, out);
+	uint64_t i = index0 + j;
 	for (; j + 64 <= n; j += 64, i += 64) {
 		struct philox8 a, b;
 		philox8_start(&a, i >> 2, name_lo, name_hi);

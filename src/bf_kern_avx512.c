@@ -84,17 +84,9 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 								int as_mask, float pv, float *out)
 {
 	const __m512 vp = _mm512_set1_ps(pv);
-	size_t j = 0;
-	uint64_t i = index0;
 	/* the AVX2 variant up to a group boundary */
-	size_t head = (size_t)((4 - (i & 3)) & 3);
-	if (head > n)
-		head = n;
-	if (head) {
-		bf_kern_philox(base, key, name_lo, name_hi, i, head, as_mask, pv, out);
-		j += head;
-		i += head;
-	}
+	size_t j = bf_kern_philox_head(base, key, name_lo, name_hi, index0, n, as_mask, pv, out);
+	uint64_t i = index0 + j;
 	for (; j + 128 <= n; j += 128, i += 128) {
 		uint64_t g = i >> 2;
 		if ((uint32_t)g > UINT32_MAX - 31) {
