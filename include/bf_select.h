@@ -82,4 +82,24 @@ static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint
 	return key < s->thr_key || (key == s->thr_key && idx < s->thr_idx);
 }
 
+/* ---- Row-local rank thresholds (DELLA) -------------------------------------------------------
+ * DELLA keeps element i of a row of L with probability ptab[r_i], where r_i is its 0-based rank
+ * in the stable ascending order of |d| (equal magnitudes in index order) and ptab is
+ * nondecreasing: mask[i] = u[i] < ptab[r_i] ? 1.0f : 0.0f. Most decisions need no exact rank:
+ * the row's keys are counted into buckets ordered like the keys (64 per octave of |d|, the
+ * zeros in a bucket of their own, everything more than 8 octaves below the largest in one
+ * bottom bucket), which bounds every rank to its bucket's range [lo, hi]; u < ptab[lo] keeps,
+ * u >= ptab[hi] drops, and only the rare u between the two (well under 1% here) counts the
+ * rank among the bucket's members (zeros: by their index order). Same masks as sorting the
+ * row, about twice as fast. */
+#define BF_DELLA_BUCKETS 512u
+/* Scratch bytes bf_select_della_row needs for rows of L elements. */
+static inline size_t bf_select_della_scratch(size_t L)
+{
+	return (5 * L + 16 + 2 * (BF_DELLA_BUCKETS + 18)) * sizeof(uint32_t);
+}
+/* mask[0..L) of one row (d: the row's task-vector values, u: its uniforms). scratch: at least
+ * bf_select_della_scratch(L) bytes, 4-aligned, owned by the caller. L >= 1, L < 2^32 - 16. */
+void bf_select_della_row(const float *d, size_t L, const float *u, const float *ptab, float *mask, void *scratch);
+
 #endif

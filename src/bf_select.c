@@ -401,3 +401,80 @@ void bf_select_next_pass(struct bf_select *s)
 		break;
 	}
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * DELLA row masks (bf_select.h). Bucket of key k: 0 for k == 0, else 1 + max(k >> 17 - base, 0)
+ * with base such that the largest key's bucket is nb - 1 <= BF_DELLA_BUCKETS - 1: monotone in
+ * k, so every element of a lower bucket ranks below every element of a higher one.
+ */
+#define DELLA_SHIFT 17
+#define DELLA_JUNK 16u /* counters the zeros are spread over (a single one would be a chain of
+                        * dependent increments when a third of a row is zero) */
+
+void bf_select_della_row(const float *d, size_t L, const float *u, const float *ptab, float *mask, void *scratch)
+{
+	const uint32_t NBX = BF_DELLA_BUCKETS + DELLA_JUNK + 2;
+	uint32_t *keys = scratch, *idx = keys + L, *amb = idx + L + DELLA_JUNK, *ambz = amb + L;
+	uint32_t *s = ambz + L, *pos = s + NBX;
+	uint16_t *bk = (uint16_t *)(pos + NBX), *hs = bk + L;
+	uint32_t kmax = 0, zc = 0;
+	for (size_t i = 0; i < L; i++) {
+		uint32_t k = bf_key_abs_asc(d[i]);
+		keys[i] = k;
+		kmax = k > kmax ? k : kmax;
+		zc += k == 0;
+	}
+	uint32_t top = kmax >> DELLA_SHIFT;
+	uint32_t base = top >= BF_DELLA_BUCKETS - 2 ? top - (BF_DELLA_BUCKETS - 2) : 0;
+	uint32_t nb = top - base + 2, J = nb + 1; /* buckets 0 .. nb-1; junk counters J .. J+15 */
+	/* counter slot: bucket b >= 1 counts at b + 1, zeros at a junk slot (their count is zc) */
+	for (size_t i = 0; i < L; i++) {
+		uint32_t k = keys[i], nz = 0u - (uint32_t)(k != 0); /* no branch: zeros are common */
+		int32_t t = (int32_t)((k >> DELLA_SHIFT) - base);
+		uint32_t b = (1u + (uint32_t)(t > 0 ? t : 0)) & nz;
+		bk[i] = (uint16_t)b;
+		hs[i] = (uint16_t)(((b + 1) & nz) | ((J + (uint32_t)(i & (DELLA_JUNK - 1))) & ~nz));
+	}
+	memset(s, 0, (nb + 1 + DELLA_JUNK) * sizeof(uint32_t));
+	for (size_t i = 0; i < L; i++)
+		s[hs[i]]++;
+	/* s[b] = first rank of bucket b, s[b + 1] - 1 its last; pos: where its members go */
+	s[0] = 0;
+	s[1] = zc;
+	for (uint32_t b = 1; b < nb; b++) {
+		s[b + 1] += s[b];
+		pos[b + 1] = s[b];
+	}
+	for (uint32_t q = 0; q < DELLA_JUNK; q++)
+		pos[J + q] = (uint32_t)L + q; /* zeros are never listed: junk slots that stay put */
+	for (size_t i = 0; i < L; i++) {
+		uint32_t h = hs[i], p = pos[h];
+		idx[p] = (uint32_t)i;
+		pos[h] = p + (h < J);
+	}
+	/* the decisions the bucket settles; the others (amb) with the zeros before each */
+	size_t na = 0;
+	zc = 0;
+	for (size_t i = 0; i < L; i++) {
+		uint32_t b = bk[i];
+		float x = u[i], plo = ptab[s[b]], phi = ptab[s[b + 1] - 1];
+		mask[i] = (float)(x < plo);
+		amb[na] = (uint32_t)i;
+		ambz[na] = zc;
+		zc += b == 0;
+		na += (x >= plo) & (x < phi);
+	}
+	for (size_t a = 0; a < na; a++) {
+		uint32_t i = amb[a], b = bk[i], k = keys[i], r;
+		if (b == 0) {
+			r = ambz[a]; /* equal keys: rank by index */
+		} else {
+			r = s[b];
+			for (uint32_t q = s[b]; q < s[b + 1]; q++) {
+				uint32_t j = idx[q];
+				r += keys[j] < k || (keys[j] == k && j < i);
+			}
+		}
+		mask[i] = (float)(u[i] < ptab[r]);
+	}
+}

@@ -16,7 +16,7 @@
  *                              mergekit's negative-slice quirk, kept for compatibility)
  *   random (dare):             keep with probability density (counter-based RNG, see bf_rng.h)
  *   della_magprune:            keep with probability (density - eps) + 2 eps rank/(len-1) by
- *                              ascending |d_i| rank within its row
+ *                              ascending |d_i| rank within its row (bf_select_della_row)
  * Rank selections run as exact radix selects (bf_select.h); the L1 rescale sums are one more
  * pass with the masks applied. After that every chunk is computed independently.
  */
@@ -218,80 +218,6 @@ static void bits_release(struct gta_bits *b, size_t n)
  * Masks
  */
 
-/* DELLA keep probabilities of one row: each element's rank in the stable ascending order of |d|
- * (equal magnitudes in index order), mapped linearly from density - eps (smallest) to
- * density + eps (largest). The ranking is a least-significant-digit radix sort of the f32 bits
- * of |d| (stable, so ties keep index order), skipping digits all keys share: O(L) per row,
- * where a comparison sort was the bottleneck of the whole method.
- *
- * The difference of two bf16 numbers of similar size has its low 14 f32 bits zero, so sorting
- * by key >> 14 (two digits, 9 + 8 bits) is enough for nearly every key. The few keys with low
- * bits set (a weight near zero against a larger one) are placed by a stable insertion sort of
- * the runs of equal key >> 14 that hold them. Rows with many such keys (float32 sources) sort
- * all 32 bits, a byte at a time.
- * scratch: 4 * L uint32 (two arrays of L 64-bit pairs). */
-static void della_probs(const float *d, size_t L, const float *ptab, float *p, uint32_t *scratch)
-{
-	/* (key << 32 | index) pairs: moving the pairs themselves keeps every access sequential, and
-	 * comparing two pairs compares (key, index), the stable order */
-	uint64_t *a = (uint64_t *)(void *)scratch, *b = a + L;
-	size_t odd = 0;
-	for (size_t i = 0; i < L; i++) {
-		uint32_t k = bf_key_abs_asc(d[i]);
-		odd += (k & 0x3fffu) != 0;
-		a[i] = (uint64_t)k << 32 | (uint32_t)i;
-	}
-	static const unsigned wide[][2] = { { 32, 8 }, { 40, 8 }, { 48, 8 }, { 56, 8 } };
-	static const unsigned compact[][2] = { { 46, 9 }, { 55, 8 } };
-	bool fixup = odd && odd <= L / 32;
-	bool use_wide = odd && !fixup;
-	const unsigned (*digits)[2] = use_wide ? wide : compact;
-	int nd = use_wide ? 4 : 2;
-	/* every digit's histogram in one pass over the pairs, then one scatter per digit */
-	size_t cnt[4][512];
-	memset(cnt, 0, sizeof(cnt[0]) * (size_t)nd);
-	for (size_t i = 0; i < L; i++)
-		for (int q = 0; q < nd; q++)
-			cnt[q][(a[i] >> digits[q][0]) & ((1u << digits[q][1]) - 1)]++;
-	for (int pass = 0; pass < nd; pass++) {
-		unsigned shift = digits[pass][0], mask = (1u << digits[pass][1]) - 1;
-		size_t *c = cnt[pass];
-		if (c[(a[0] >> shift) & mask] == L)
-			continue; /* every key has this digit: the pass would not move anything */
-		size_t pos = 0;
-		for (unsigned v = 0; v <= mask; v++) {
-			size_t n = c[v];
-			c[v] = pos;
-			pos += n;
-		}
-		for (size_t i = 0; i < L; i++)
-			b[c[(a[i] >> shift) & mask]++] = a[i];
-		uint64_t *t = a;
-		a = b;
-		b = t;
-	}
-	if (fixup)
-		for (size_t i = 0; i < L;) {
-			/* a run of equal key >> 14, in index order; sort it by the whole pair if any
-			 * of its keys has low bits (odd <= L / 32 bounds the work) */
-			size_t j = i + 1;
-			uint64_t g = a[i] >> 46, low = a[i] & (UINT64_C(0x3fff) << 32);
-			while (j < L && a[j] >> 46 == g)
-				low |= a[j++] & (UINT64_C(0x3fff) << 32);
-			if (low)
-				for (size_t u = i + 1; u < j; u++) {
-					uint64_t v = a[u];
-					size_t w = u;
-					for (; w > i && a[w - 1] > v; w--)
-						a[w] = a[w - 1];
-					a[w] = v;
-				}
-			i = j;
-		}
-	for (size_t r = 0; r < L; r++)
-		p[(uint32_t)a[r]] = ptab[r];
-}
-
 /* The keep probability of rank r in a row of L: (density - eps) + 2 eps * r / (L - 1), the same
  * for every row, so computed once per block of rows. */
 static void della_table(size_t L, float density, float eps, float *ptab)
@@ -340,17 +266,13 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
 	case SP_DELLA: {
 		uint64_t L = st->row_len;
 		float *u = bf_scratch(2, n * sizeof(float));
-		uint32_t *perm = bf_scratch(3, L * (4 * sizeof(uint32_t) + 2 * sizeof(float)));
-		if (!u || !perm)
+		float *ptab = bf_scratch(3, L * sizeof(float) + bf_select_della_scratch(L));
+		if (!u || !ptab)
 			return -ENOMEM;
-		float *p = (float *)(perm + 4 * L), *ptab = p + L;
 		della_table(L, m->density, m->eps, ptab);
 		bf_rng_uniform_block(&m->rng, e0, n, u);
-		for (size_t r = 0; r < n; r += L) {
-			della_probs(d + r, L, ptab, p, perm);
-			for (size_t e = 0; e < L; e++)
-				mask[r + e] = u[r + e] < p[e] ? 1.0f : 0.0f;
-		}
+		for (size_t r = 0; r < n; r += L)
+			bf_select_della_row(d + r, L, u + r, ptab, mask + r, ptab + L);
 		break;
 	}
 	case SP_NONE:

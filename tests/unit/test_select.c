@@ -216,11 +216,101 @@ BF_TEST(magnitude_keys_order)
 	bf_select_free(&s);
 }
 
+/* DELLA row masks against a stable sort of the row: every kind of row (bf16-like differences,
+ * heavy ties, a third zeros, 60 octaves with subnormals and -0, NaN and Inf, constant rows),
+ * row lengths 1 .. 20000, and uniforms placed right at each element's own threshold so the
+ * exact-rank path runs, not only the bucket bounds. */
+static float rnd_unit(void) { return (float)(xs() >> 40) * 0x1p-24f; }
+
+static float row_value(int kind, size_t i)
+{
+	float g = (rnd_unit() + rnd_unit() + rnd_unit() - 1.5f) * 0.01f;
+	switch (kind) {
+	case 0: return g;
+	case 1: { /* difference of two bf16 numbers, like a fine-tune's task vector */
+		float a = 0.02f * (rnd_unit() - 0.5f), b = a + g;
+		uint32_t ua, ub;
+		memcpy(&ua, &a, 4);
+		memcpy(&ub, &b, 4);
+		ua &= 0xffff0000u;
+		ub &= 0xffff0000u;
+		memcpy(&a, &ua, 4);
+		memcpy(&b, &ub, 4);
+		return b - a;
+	}
+	case 2: { static const float v[] = { 0.0f, 0.25f, -0.25f, 1e-3f, -1e-3f, 7.0f }; return v[xs() % 6]; }
+	case 3: return xs() % 3 == 0 ? (xs() & 1 ? -0.0f : 0.0f) : g;
+	case 4: return ldexpf(rnd_unit() + 0.5f, -(int)(xs() % 150)) * (xs() & 1 ? -1.0f : 1.0f);
+	case 5: { int c = (int)(xs() % 16); return c == 0 ? NAN : c == 1 ? -INFINITY : c == 2 ? INFINITY : g; }
+	case 6: return 0.0f;
+	default: return (float)(i % 3 == 0) * 3.0f;
+	}
+}
+
+static uint32_t *g_rk;
+static int cmp_rank(const void *a, const void *b)
+{
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	if (g_rk[i] != g_rk[j])
+		return g_rk[i] < g_rk[j] ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+BF_TEST(della_rows_match_sort)
+{
+	static const size_t lens[] = { 1, 2, 3, 5, 64, 1280, 4608, 20000 };
+	size_t maxL = 20000;
+	float *d = malloc(maxL * sizeof(float)), *u = malloc(maxL * sizeof(float));
+	float *ptab = malloc(maxL * sizeof(float)), *m = malloc(maxL * sizeof(float));
+	uint32_t *keys = malloc(maxL * sizeof(uint32_t)), *perm = malloc(maxL * sizeof(uint32_t));
+	uint32_t *rank = malloc(maxL * sizeof(uint32_t));
+	void *sc = malloc(bf_select_della_scratch(maxL));
+	EXPECT(d && u && ptab && m && keys && perm && rank && sc);
+	if (!(d && u && ptab && m && keys && perm && rank && sc))
+		return;
+	size_t bad = 0, rows = 0;
+	for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++)
+		for (int kind = 0; kind < 8; kind++)
+			for (int rep = 0; rep < 3; rep++) {
+				size_t L = lens[li];
+				for (size_t i = 0; i < L; i++) {
+					d[i] = row_value(kind, i);
+					keys[i] = bf_key_abs_asc(d[i]);
+					perm[i] = (uint32_t)i;
+				}
+				g_rk = keys;
+				qsort(perm, L, sizeof(uint32_t), cmp_rank);
+				for (size_t r = 0; r < L; r++)
+					rank[perm[r]] = (uint32_t)r;
+				/* della's table, or (rep 2) a random staircase with long flat runs */
+				float lo = 0.1f + 0.3f * rnd_unit(), span = 0.5f * rnd_unit(), acc = lo;
+				for (size_t r = 0; r < L; r++) {
+					if (rep < 2)
+						ptab[r] = lo + span * (L > 1 ? (float)r / (float)(L - 1) : 0.0f);
+					else
+						ptab[r] = acc += xs() % 8 == 0 ? 1e-4f * rnd_unit() : 0.0f;
+				}
+				for (size_t i = 0; i < L; i++) {
+					float t = ptab[rank[i]];
+					uint64_t c = xs() % 4;
+					u[i] = c == 0 ? rnd_unit() : c == 1 ? t : c == 2 ? nextafterf(t, 0.0f) : nextafterf(t, 1.0f);
+				}
+				bf_select_della_row(d, L, u, ptab, m, sc);
+				for (size_t i = 0; i < L; i++)
+					bad += m[i] != (u[i] < ptab[rank[i]] ? 1.0f : 0.0f);
+				rows++;
+			}
+	EXPECT(rows == 8 * 8 * 3);
+	EXPECT(bad == 0);
+	free(d), free(u), free(ptab), free(m), free(keys), free(perm), free(rank), free(sc);
+}
+
 int main(void)
 {
 	RUN(random_keys_every_rank_shape);
 	RUN(pass_counts);
 	RUN(collect_budget_shared);
 	RUN(magnitude_keys_order);
+	RUN(della_rows_match_sort);
 	return bf_test_report();
 }
