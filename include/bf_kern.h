@@ -98,7 +98,7 @@ struct bf_kern {
 	uint64_t (*window_scan)(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
 				uint32_t *oi, uint64_t *cn, uint64_t cap);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
-	 * in struct bf_rng). */
+	 * in struct bf_rng; index0 + n <= 2^64: element indices never wrap). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			       float *out);
 	/* Bernoulli masks from the same uniforms: out[j] = uniform(index0 + j) < p ? 1.0f : 0.0f
