@@ -709,6 +709,9 @@ static int gta_check(const struct bf_otensor *t, struct bf_err *err)
 	struct gta_idx ix = gta_index(me);
 	if (t->n_in - 1 > BF_MAX_MODELS * 4)
 		return bf_errf(err, "%s takes at most %d models", me->name, BF_MAX_MODELS * 4);
+	if (cfg->sp == SP_DELLA && t->row_len >= ((uint64_t)1 << 31))
+		return bf_errf(err, "%s ranks each row in memory: rows of at most 2^31 elements (this tensor's "
+				    "have %" PRIu64 ")", me->name, t->row_len);
 	for (uint32_t i = 1; i < t->n_in; i++) {
 		double density = t->in[i].p[ix.density];
 		if (cfg->sp == SP_MAGNITUDE && density < 1.0 && floor(density * (double)t->numel) < 1)

@@ -206,6 +206,16 @@ def main(top):
     wm = {k: "model-00001-of-00002.safetensors" for k in names}
     wm[names[0]] = "model-00002-of-00002.safetensors"
     json.dump({"metadata": {}, "weight_map": wm}, open(os.path.join(p, "model.safetensors.index.json"), "w"))
+    # one row of 2^31 elements (a sparse 4 GiB file: only the header is ever read), too long
+    # for della's in-memory row ranking
+    for name in ("huge_row_base", "huge_row_a"):
+        p = d(name)
+        n = 1 << 31
+        h = pad(json.dumps({"model.norm.weight": {"dtype": "BF16", "shape": [n], "data_offsets": [0, 2 * n]}},
+                           separators=(",", ":")))
+        with open(os.path.join(p, "model.safetensors"), "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h)
+            f.truncate(8 + len(h) + 2 * n)
     os.symlink(os.path.abspath(os.path.join(HERE, "..", "conformance", "fixtures")),
                os.path.join(top, "fixtures"))
 
