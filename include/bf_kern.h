@@ -14,7 +14,6 @@
 #define BF_KERN_H
 
 #include <stddef.h>
-#include <math.h>
 #include <stdint.h>
 
 /* entries past cap that window_scan may write */
@@ -105,15 +104,6 @@ struct bf_kern {
 	 * (DARE's keep mask), without the uniforms in memory in between. */
 	void (*philox_mask)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			    float p, float *out);
-	/* The same masks as bits, never as floats: bit (b0 + j) of w = philox_mask's out[j] != 0,
-	 * for j < n, stored as mask_pack stores them. Vector variants vectorise when
-	 * b0 % 4 == index0 % 4 (b0 == index0 % 64 in the statistics pass). */
-	void (*philox_bits)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			    float p, uint64_t *w, uint64_t b0);
-	/* l1_pair of bf16 differences under mask bits, without either in memory: exactly
-	 * sub_bf16(d, x, b, n), mask_unpack(w, b0, mask, n), l1_pair(d, mask, n, a, bsum). */
-	void (*l1_bits_bf16)(const uint16_t *x, const uint16_t *b, const uint64_t *w, uint64_t b0, size_t n,
-			     double *a, double *bsum);
 };
 
 /* k's philox_mask when as_mask, else its philox_uniform (the vector variants' heads and tails,
@@ -139,18 +129,6 @@ static inline size_t bf_kern_philox_head(const struct bf_kern *k, const uint32_t
 	if (head)
 		bf_kern_philox(k, key, name_lo, name_hi, index0, head, as_mask, p, out);
 	return head;
-}
-
-/* The uniform of a Philox word c is (c >> 8) * 2^-24 (bf_rng.h), so "uniform < p" is the
- * integer test (c >> 8) < T with T = ceil(p * 2^24) clamped to [0, 2^24] (p * 2^24 is exact);
- * no p (NaN, <= 0) keeps nothing. */
-static inline uint32_t bf_kern_keep_threshold(float p)
-{
-	if (!(p > 0.0f))
-		return 0;
-	if (p >= 1.0f)
-		return 1u << 24;
-	return (uint32_t)ceilf(p * 0x1p24f);
 }
 
 extern const struct bf_kern bf_kern_ref;

@@ -150,34 +150,6 @@ static void ref_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t na
 	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
 }
 
-static void ref_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n);
-
-static void ref_philox_bits(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			    float p, uint64_t *w, uint64_t b0)
-{
-	float m[256];
-	for (size_t j = 0; j < n; j += 256) {
-		size_t c = n - j < 256 ? n - j : 256;
-		philox_impl(key, name_lo, name_hi, index0 + j, c, 1, p, m);
-		ref_mask_pack(w, b0 + j, m, c);
-	}
-}
-
-static void ref_l1_bits_bf16(const uint16_t *x, const uint16_t *b, const uint64_t *w, uint64_t b0, size_t n,
-			     double *a, double *bsum)
-{
-	double sa[4] = { 0, 0, 0, 0 }, sb[4] = { 0, 0, 0, 0 };
-	for (size_t e = 0; e < n; e++) {
-		float d = bf_bf16_to_f32(x[e]) - bf_bf16_to_f32(b[e]);
-		uint64_t q = b0 + e;
-		float m = (w[q >> 6] >> (q & 63)) & 1 ? 1.0f : 0.0f;
-		sa[e & 3] = sa[e & 3] + (double)fabsf(d);
-		sb[e & 3] = sb[e & 3] + (double)fabsf(d * m);
-	}
-	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
-	*bsum += (sb[0] + sb[1]) + (sb[2] + sb[3]);
-}
-
 static void ref_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)
 {
 	for (size_t e = 0; e < n; e++)
@@ -353,7 +325,6 @@ const struct bf_kern bf_kern_ref = {
 	.consensus = ref_consensus, .topk_mask = ref_topk_mask,
 	.philox_uniform = ref_philox_uniform, .philox_mask = ref_philox_mask, .sub_bf16 = ref_sub_bf16, .dots_f64 = ref_dots_f64, .l1_pair = ref_l1_pair,
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
-	.philox_bits = ref_philox_bits, .l1_bits_bf16 = ref_l1_bits_bf16,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
 	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,

@@ -6,7 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "bf_dtype.h"
 #include "bf_kern.h"
 
 static void v_bf16_to_f32(const void *src, float *dst, size_t n)
@@ -334,55 +333,6 @@ static inline void philox8_store(const struct philox8 *p, float *out, int as_mas
 	_mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
 }
 
-/* The keep bits of 8 counters (32 elements) in element order: bit 4 * lane + word is
- * (word >> 8) < t (both below 2^24 + 1, so the signed compare is exact). */
-static inline uint32_t philox8_bits(const struct philox8 *p, __m256i vt)
-{
-	const __m256i one = _mm256_set1_epi32(1);
-	__m256i k0 = _mm256_and_si256(_mm256_cmpgt_epi32(vt, _mm256_srli_epi32(p->c0, 8)), one);
-	__m256i k1 = _mm256_and_si256(_mm256_cmpgt_epi32(vt, _mm256_srli_epi32(p->c1, 8)), one);
-	__m256i k2 = _mm256_and_si256(_mm256_cmpgt_epi32(vt, _mm256_srli_epi32(p->c2, 8)), one);
-	__m256i k3 = _mm256_and_si256(_mm256_cmpgt_epi32(vt, _mm256_srli_epi32(p->c3, 8)), one);
-	__m256i nib = _mm256_or_si256(_mm256_or_si256(k0, _mm256_slli_epi32(k1, 1)),
-				      _mm256_or_si256(_mm256_slli_epi32(k2, 2), _mm256_slli_epi32(k3, 3)));
-	nib = _mm256_sllv_epi32(nib, _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
-	__m128i x = _mm_or_si128(_mm256_castsi256_si128(nib), _mm256_extracti128_si256(nib, 1));
-	x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0x4E));
-	x = _mm_or_si128(x, _mm_shuffle_epi32(x, 0xB1));
-	return (uint32_t)_mm_cvtsi128_si32(x);
-}
-
-/* Whole words of keep bits, 64 elements (16 counters, two interleaved groups) each; the
- * reference does the elements before the first word boundary and after the last one. */
-static void v_philox_bits(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			  float p, uint64_t *w, uint64_t b0)
-{
-	size_t j = (size_t)((64 - (b0 & 63)) & 63);
-	if (((index0 - b0) & 3) || j >= n) { /* counters not aligned with words, or no whole word */
-		bf_kern_ref.philox_bits(key, name_lo, name_hi, index0, n, p, w, b0);
-		return;
-	}
-	bf_kern_ref.philox_bits(key, name_lo, name_hi, index0, j, p, w, b0);
-	const __m256i vt = _mm256_set1_epi32((int)bf_kern_keep_threshold(p));
-	uint64_t i = index0 + j;
-	for (; j + 64 <= n; j += 64, i += 64) {
-		struct philox8 a, b;
-		philox8_start(&a, i >> 2, name_lo, name_hi);
-		philox8_start(&b, (i >> 2) + 8, name_lo, name_hi);
-		uint32_t k0 = key[0], k1 = key[1];
-		for (int r = 0; r < 10; r++) {
-			__m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
-			philox8_round(&a, vk0, vk1);
-			philox8_round(&b, vk0, vk1);
-			k0 += 0x9E3779B9u;
-			k1 += 0xBB67AE85u;
-		}
-		w[(b0 + j) >> 6] = (uint64_t)philox8_bits(&a, vt) | (uint64_t)philox8_bits(&b, vt) << 32;
-	}
-	if (j < n)
-		bf_kern_ref.philox_bits(key, name_lo, name_hi, i, n - j, p, w, b0 + j);
-}
-
 /* Philox4x32-10 for 16 counters at once (64 uniforms), exactly bf_philox4x32_10 per lane. Two
  * independent groups of 8 are interleaved: one group alone waits on each round's multiply. */
 static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
@@ -524,45 +474,6 @@ static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, do
 	}
 	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
-}
-
-/* Four masks of bit (b0 + e .. b0 + e + 3) of w as 1.0f / 0.0f (q = b0 + e, any alignment). */
-static inline __m128 bits4(const uint64_t *w, uint64_t q)
-{
-	unsigned v = (unsigned)(w[q >> 6] >> (q & 63));
-	if ((q & 63) > 60)
-		v |= (unsigned)(w[(q >> 6) + 1] << (64 - (q & 63)));
-	const __m128i sel = _mm_setr_epi32(1, 2, 4, 8);
-	__m128i on = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32((int)v), sel), sel);
-	return _mm_and_ps(_mm_castsi128_ps(on), _mm_set1_ps(1.0f));
-}
-
-static void v_l1_bits_bf16(const uint16_t *x, const uint16_t *b, const uint64_t *w, uint64_t b0, size_t n,
-			   double *a, double *bsum)
-{
-	const __m128 abs = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
-	__m256d va = _mm256_setzero_pd(), vb = _mm256_setzero_pd();
-	size_t e = 0;
-	for (; e + 4 <= n; e += 4) {
-		__m128i xi = _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64((const __m128i *)(x + e)));
-		__m128i bi = _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64((const __m128i *)(b + e)));
-		__m128 d = _mm_sub_ps(_mm_castsi128_ps(xi), _mm_castsi128_ps(bi));
-		__m128 dm = _mm_mul_ps(d, bits4(w, b0 + e));
-		va = _mm256_add_pd(va, _mm256_cvtps_pd(_mm_and_ps(d, abs)));
-		vb = _mm256_add_pd(vb, _mm256_cvtps_pd(_mm_and_ps(dm, abs)));
-	}
-	double sa[4], sb[4];
-	_mm256_storeu_pd(sa, va);
-	_mm256_storeu_pd(sb, vb);
-	for (; e < n; e++) {
-		float d = bf_bf16_to_f32(x[e]) - bf_bf16_to_f32(b[e]);
-		uint64_t q = b0 + e;
-		float m = (w[q >> 6] >> (q & 63)) & 1 ? 1.0f : 0.0f;
-		sa[e & 3] = sa[e & 3] + (double)fabsf(d);
-		sb[e & 3] = sb[e & 3] + (double)fabsf(d * m);
-	}
-	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
-	*bsum += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
 /* 8 elements of an f32 or a bf16 array (constant-folded in each caller) */
@@ -776,7 +687,6 @@ static const struct bf_kern kern_avx2 = {
 	.consensus = v_consensus, .topk_mask = v_topk_mask,
 	.philox_uniform = v_philox_uniform, .philox_mask = v_philox_mask, .sub_bf16 = v_sub_bf16, .dots_f64 = v_dots_f64, .l1_pair = v_l1_pair,
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
-	.philox_bits = v_philox_bits, .l1_bits_bf16 = v_l1_bits_bf16,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,
 	.abs_keys = v_abs_keys, .abs_keys_bf16 = v_abs_keys_bf16, .dots_bf16 = v_dots_bf16,

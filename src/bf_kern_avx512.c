@@ -112,61 +112,6 @@ static inline __attribute__((always_inline)) void philox_impl(const uint32_t key
 		bf_kern_philox(base, key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
 }
 
-/* The keep bits of 16 counters (64 elements) in element order: bit 4 * lane + word is
- * (word >> 8) < t. Each lane's four bits become a nibble, the nibbles bytes, and pairs of
- * bytes one byte. */
-static inline uint64_t philox16_bits(const struct philox16 *p, __m512i vt)
-{
-	__m512i nib = _mm512_maskz_set1_epi32(_mm512_cmplt_epu32_mask(_mm512_srli_epi32(p->c0, 8), vt), 1);
-	nib = _mm512_mask_or_epi32(nib, _mm512_cmplt_epu32_mask(_mm512_srli_epi32(p->c1, 8), vt), nib,
-				   _mm512_set1_epi32(2));
-	nib = _mm512_mask_or_epi32(nib, _mm512_cmplt_epu32_mask(_mm512_srli_epi32(p->c2, 8), vt), nib,
-				   _mm512_set1_epi32(4));
-	nib = _mm512_mask_or_epi32(nib, _mm512_cmplt_epu32_mask(_mm512_srli_epi32(p->c3, 8), vt), nib,
-				   _mm512_set1_epi32(8));
-	__m128i by = _mm512_cvtepi32_epi8(nib); /* byte l: lane l's nibble */
-	__m128i t = _mm_and_si128(_mm_or_si128(by, _mm_srli_epi16(by, 4)), _mm_set1_epi16(0xFF));
-	return (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(t, t));
-}
-
-/* Whole words of keep bits, two at a time (32 counters in two interleaved groups); the AVX2
- * variant does the rest. */
-static void v512_philox_bits(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
-			     size_t n, float pv, uint64_t *w, uint64_t b0)
-{
-	size_t j = (size_t)((64 - (b0 & 63)) & 63);
-	if (((index0 - b0) & 3) || j >= n) {
-		base->philox_bits(key, name_lo, name_hi, index0, n, pv, w, b0);
-		return;
-	}
-	base->philox_bits(key, name_lo, name_hi, index0, j, pv, w, b0);
-	const __m512i vt = _mm512_set1_epi32((int)bf_kern_keep_threshold(pv));
-	uint64_t i = index0 + j;
-	for (; j + 128 <= n; j += 128, i += 128) {
-		uint64_t g = i >> 2;
-		if ((uint32_t)g > UINT32_MAX - 31) {
-			/* the low counter word wraps inside these 32 counters: the AVX2 variant carries */
-			base->philox_bits(key, name_lo, name_hi, i, 128, pv, w, b0 + j);
-			continue;
-		}
-		struct philox16 a, b;
-		philox16_start(&a, g, name_lo, name_hi);
-		philox16_start(&b, g + 16, name_lo, name_hi);
-		uint32_t k0 = key[0], k1 = key[1];
-		for (int r = 0; r < 10; r++) {
-			__m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
-			philox16_round(&a, vk0, vk1);
-			philox16_round(&b, vk0, vk1);
-			k0 += 0x9E3779B9u;
-			k1 += 0xBB67AE85u;
-		}
-		w[(b0 + j) >> 6] = philox16_bits(&a, vt);
-		w[((b0 + j) >> 6) + 1] = philox16_bits(&b, vt);
-	}
-	if (j < n)
-		base->philox_bits(key, name_lo, name_hi, i, n - j, pv, w, b0 + j);
-}
-
 static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
 				size_t n, float *out)
 {
@@ -193,7 +138,6 @@ static void build(void)
 	kern_avx512.name = "avx512f+avx2+f16c";
 	kern_avx512.philox_uniform = v512_philox_uniform;
 	kern_avx512.philox_mask = v512_philox_mask;
-	kern_avx512.philox_bits = v512_philox_bits;
 }
 
 const struct bf_kern *bf_kern_avx512(void)

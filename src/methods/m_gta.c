@@ -353,43 +353,15 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 	return busy ? 0 : BF_STREAM_STOP;
 }
 
-/* OR bits [e0, e0 + n) of src (bit e0 % 64 + j holds element e0 + j) into dst (bit e0 + j). */
-static void bits_or_into(uint64_t *dst, uint64_t e0, const uint64_t *src, size_t n)
-{
-	uint64_t off = e0 & 63, end = off + n, *d = dst + (e0 >> 6);
-	for (uint64_t k = 0; k * 64 < end; k++) {
-		uint64_t lo = k ? 0 : off, hi = end - k * 64 < 64 ? end - k * 64 : 64;
-		uint64_t keep = (hi == 64 ? ~UINT64_C(0) : (UINT64_C(1) << hi) - 1) & ~((UINT64_C(1) << lo) - 1);
-		d[k] |= src[k] & keep;
-	}
-}
-
-/* The L1 pass (kind 1) over bf16 inputs: the differences straight from the raw bytes. DARE's
- * masks go from Philox to bits (kept for the kernel when they fit) and into the sums without
- * ever being floats; the other masks are computed on the differences. */
+/* The L1 pass (kind 1) over bf16 inputs: the differences straight from the raw bytes. */
 static int gta_sums_bf16(void *ctx, const void *const *raw, uint64_t e0, size_t n)
 {
 	struct gta_pass *ps = ctx;
-	struct gta_stats *st = ps->st;
 	float *d = bf_scratch(0, n * sizeof(float));
 	float *mask = bf_scratch(1, n * sizeof(float));
 	if (!d || !mask)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < st->n; i++) {
-		const struct gta_model *m = &st->m[i];
-		if (st->cfg->sp == SP_RANDOM && m->sparse && !m->none) {
-			size_t nw = (size_t)(((e0 & 63) + n + 63) / 64);
-			uint64_t *bw = bf_scratch(2, nw * sizeof(uint64_t));
-			if (!bw)
-				return -ENOMEM;
-			memset(bw, 0, nw * sizeof(uint64_t));
-			bf_kern->philox_bits(m->rng.key, m->rng.name_lo, m->rng.name_hi, e0, n, m->density, bw, e0 & 63);
-			if (st->bits && e0 < st->bits->cap) /* blocks arrive in order, on one thread */
-				bits_or_into(st->bits->words + (uint64_t)i * st->bits->per, e0, bw,
-					     (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
-			bf_kern->l1_bits_bf16(raw[i + 1], raw[0], bw, e0 & 63, n, &ps->a[i], &ps->b[i]);
-			continue;
-		}
+	for (uint32_t i = 0; i < ps->st->n; i++) {
 		bf_kern->sub_bf16(d, raw[i + 1], raw[0], n);
 		int r = gta_sums_model(ps, i, d, e0, n, mask);
 		if (r)

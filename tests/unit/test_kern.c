@@ -413,85 +413,6 @@ BF_TEST(l1_pair)
 	}
 }
 
-/* Keep bits straight from Philox: the reference's bits are "uniform < p" of philox_uniform
- * (p on the uniforms' grid, next to it, 0, 1, above 1, below 0, NaN, tiny), nothing outside
- * the range is touched, and the vector variant's words are the reference's, for bit offsets
- * aligned with the counters (the vector path) and not. */
-BF_TEST(philox_bits)
-{
-	static const uint64_t starts[] = { 0, 1, 3, 64, 127, (1ull << 34) - 37, (1ull << 40) + 2, UINT64_MAX - 700 };
-	for (int round = 0; round < 300; round++) {
-		uint32_t key[2] = { r32(), r32() };
-		uint32_t nl = r32(), nh = r32();
-		uint64_t i0 = round < 8 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 256;
-		size_t n = 1 + r32() % 600;
-		uint64_t b0 = round % 3 == 0 ? r32() % 128 : round % 3 == 1 ? i0 % 64 : 64 + i0 % 64 - 4 * (r32() % 2);
-		float a[600];
-		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
-		float p;
-		switch (round % 9) {
-		case 0: p = a[r32() % n]; break;
-		case 1: p = nextafterf(a[r32() % n], 0.0f); break;
-		case 2: p = nextafterf(a[r32() % n], 1.0f); break;
-		case 3: p = round % 2 ? 0.0f : 1.0f; break;
-		case 4: p = round % 2 ? 1.5f : -0.25f; break;
-		case 5: p = round % 2 ? NAN : 1e-30f; break;
-		default: p = (float)(r32() % 1000) / 1000.0f;
-		}
-		uint64_t w1[14] = { 0 }, w2[14] = { 0 };
-		bf_kern_ref.philox_bits(key, nl, nh, i0, n, p, w1, b0);
-		int ok = 1;
-		for (uint64_t q = 0; q < 14 * 64; q++) {
-			int bit = (int)((w1[q / 64] >> (q % 64)) & 1);
-			int want = q >= b0 && q < b0 + n ? a[q - b0] < p : 0;
-			ok &= bit == want;
-		}
-		EXPECT(ok);
-		if (simd) {
-			simd->philox_bits(key, nl, nh, i0, n, p, w2, b0);
-			EXPECT(memcmp(w1, w2, sizeof(w1)) == 0);
-		}
-	}
-}
-
-/* Equal to the bit, or both NaN: which NaN's payload survives a sum of several depends on the
- * compiler's operand order. */
-static int same_sum(double x, double y)
-{
-	return (isnan(x) && isnan(y)) || memcmp(&x, &y, sizeof(x)) == 0;
-}
-
-/* L1 sums of bf16 differences under bits: the reference equals sub_bf16 + mask_unpack +
- * l1_pair to the bit (infinities and NaN included), and the vector variant the reference. */
-BF_TEST(l1_bits_bf16)
-{
-	for (int round = 0; round < 200; round++) {
-		size_t n = 1 + r32() % 300;
-		uint64_t b0 = r32() % 128;
-		uint16_t x[300], b[300];
-		uint64_t w[8];
-		for (size_t e = 0; e < n; e++) {
-			x[e] = (uint16_t)(0x3c00 + r32() % 0x0800) ^ (uint16_t)(r32() % 2 << 15);
-			b[e] = (uint16_t)(0x3c00 + r32() % 0x0800);
-			if (round % 10 == 0 && r32() % 50 == 0)
-				x[e] = r32() % 2 ? 0x7f80 : 0x7fc1; /* inf, NaN: |d * 0| is NaN */
-		}
-		for (int k = 0; k < 8; k++)
-			w[k] = (uint64_t)r32() << 32 | r32();
-		float d[300], m[300];
-		bf_kern_ref.sub_bf16(d, x, b, n);
-		bf_kern_ref.mask_unpack(w, b0, m, n);
-		double a0 = 0.5, s0 = 0.25, a1 = 0.5, s1 = 0.25, a2 = 0.5, s2 = 0.25;
-		bf_kern_ref.l1_pair(d, m, n, &a0, &s0);
-		bf_kern_ref.l1_bits_bf16(x, b, w, b0, n, &a1, &s1);
-		EXPECT(same_sum(a0, a1) && same_sum(s0, s1));
-		if (simd) {
-			simd->l1_bits_bf16(x, b, w, b0, n, &a2, &s2);
-			EXPECT(same_sum(a1, a2) && same_sum(s1, s2));
-		}
-	}
-}
-
 BF_TEST(mask_bits)
 {
 	/* pack then unpack round-trips through every variant, at any alignment; the simd variant's
@@ -762,8 +683,6 @@ int main(void)
 		RUN(bf16_input_kernels);
 		RUN(l1_pair);
 		RUN(mask_bits);
-		RUN(philox_bits);
-		RUN(l1_bits_bf16);
 		RUN(gta_fused_steps);
 		RUN(gta_bf16_steps);
 		RUN(abs_keys);
