@@ -89,9 +89,9 @@ static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint
  * the row's keys are counted into buckets ordered like the keys (64 per octave of |d|, the
  * zeros in a bucket of their own, everything more than 8 octaves below the largest in one
  * bottom bucket), which bounds every rank to its bucket's range [lo, hi]; u < ptab[lo] keeps,
- * u >= ptab[hi] drops, and only the rare u between the two (well under 1% here) counts the
- * rank among the bucket's members (zeros: by their index order). Same masks as sorting the
- * row, about twice as fast. */
+ * u >= ptab[hi] drops, and only the rare u between the two (0.3-2% of the elements of real
+ * task vectors) counts the rank among the bucket's members (zeros: by their index order).
+ * Same masks as sorting the row, 1.7 times as fast (docs/performance.md, round 5). */
 #define BF_DELLA_BUCKETS 512u
 /* Scratch bytes bf_select_della_row needs for rows of L elements. */
 static inline size_t bf_select_della_scratch(size_t L)
