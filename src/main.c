@@ -396,7 +396,10 @@ static unsigned merge_run(void *(*fn)(void *), struct merge_job *j, pthread_t *t
 }
 
 /* Statistics first, one tensor per worker at a time: otherwise every worker would wait on the
- * one computing the statistics of the tensor they all reach together. */
+ * one computing the statistics of the tensor they all reach together. Not for the random
+ * methods: their statistics draw the masks, kept as bits for the chunks within a budget that
+ * would hold only the first few tensors' if all were drawn up front (the rest would be drawn
+ * again); drawn when the chunks reach them, the bits are used and freed at once. */
 static void *merge_stats_worker(void *arg)
 {
 	struct merge_job *j = arg;
@@ -404,6 +407,9 @@ static void *merge_stats_worker(void *arg)
 		size_t ti = atomic_fetch_add(&j->next, 1);
 		if (ti >= j->p->n_tensors || atomic_load(&j->failed))
 			break;
+		const struct bf_method *m = j->p->tensors[ti].method;
+		if (m && m->random)
+			continue;
 		int r = bf_exec_prepare(j->x, ti);
 		if (r)
 			merge_fail(j, -r, "statistics of %s failed: %s", j->p->tensors[ti].name, strerror(-r));
