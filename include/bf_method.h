@@ -77,7 +77,8 @@ struct bf_method {
 	enum bf_base_rule base;
 	uint32_t min_others, max_others; /* inputs besides the base (for BF_BASE_INPUT: all inputs) */
 	bool row_local;
-	bool random;
+	bool random;                 /* draws masks from the seed (DARE, DELLA): its statistics keep them
+	                              * as bits within the mask budget (bf_method_set_mask_budget) */
 	bool out_f32;                /* output is float32 unless out_dtype is set (mergekit's type promotion) */
 	const void *data;            /* method-family configuration (e.g. the GTA variant) */
 	int (*check)(const struct bf_otensor *t, struct bf_err *err);
