@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf_dtype.h"
+
 /* entries past cap that window_scan may write */
 #define BF_SCAN_SLACK 16
 
@@ -82,10 +84,10 @@ struct bf_kern {
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
 	void (*mask_pack)(uint64_t *w, uint64_t e0, const float *mask, size_t n);
 	void (*mask_unpack)(const uint64_t *w, uint64_t e0, float *mask, size_t n);
-	/* Selection keys of task-vector magnitudes: keys[e] = (bits(a[e] - b[e]) & 0x7fffffff) ^ flip
-	 * (flip 0: |d| ascending, bf_key_abs_asc; ~0u: descending, bf_key_abs_desc). */
 	/* out = a - b of bf16 inputs (widened to f32 exactly, then as sub). */
 	void (*sub_bf16)(float *out, const uint16_t *a, const uint16_t *b, size_t n);
+	/* Selection keys of task-vector magnitudes: keys[e] = (bits(a[e] - b[e]) & 0x7fffffff) ^ flip
+	 * (flip 0: |d| ascending, bf_key_abs_asc; ~0u: descending, bf_key_abs_desc). */
 	void (*abs_keys)(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n);
 	/* abs_keys of bf16 inputs (widened to f32 exactly, then as abs_keys). */
 	void (*abs_keys_bf16)(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n);
@@ -129,6 +131,13 @@ static inline size_t bf_kern_philox_head(const struct bf_kern *k, const uint32_t
 	if (head)
 		bf_kern_philox(k, key, name_lo, name_hi, index0, head, as_mask, p, out);
 	return head;
+}
+
+/* Element e of an f32 or (bf16 != 0) a bf16 array, as f32, widened exactly: the reference's and
+ * the vector variants' scalar loops over either input type (bf16 is a constant in each caller). */
+static inline float bf_kern_elem(const void *p, size_t e, int bf16)
+{
+	return bf16 ? bf_bf16_to_f32(((const uint16_t *)p)[e]) : ((const float *)p)[e];
 }
 
 extern const struct bf_kern bf_kern_ref;

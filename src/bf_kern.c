@@ -156,26 +156,25 @@ static void ref_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_
 		out[e] = bf_bf16_to_f32(a[e]) - bf_bf16_to_f32(b[e]);
 }
 
-static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
+static inline void dots_impl(const void *const *v, int bf16, int k, size_t n, double *g)
 {
 	for (int i = 0; i < k; i++)
 		for (int j = i; j < k; j++) {
 			double a[4] = { 0, 0, 0, 0 };
 			for (size_t e = 0; e < n; e++)
-				a[e & 3] = a[e & 3] + (double)v[i][e] * (double)v[j][e];
+				a[e & 3] = a[e & 3] + (double)bf_kern_elem(v[i], e, bf16) * (double)bf_kern_elem(v[j], e, bf16);
 			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
 		}
 }
 
+static void ref_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	dots_impl((const void *const *)v, 0, k, n, g);
+}
+
 static void ref_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
 {
-	for (int i = 0; i < k; i++)
-		for (int j = i; j < k; j++) {
-			double a[4] = { 0, 0, 0, 0 };
-			for (size_t e = 0; e < n; e++)
-				a[e & 3] = a[e & 3] + (double)bf_bf16_to_f32(v[i][e]) * (double)bf_bf16_to_f32(v[j][e]);
-			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
-		}
+	dots_impl((const void *const *)v, 1, k, n, g);
 }
 
 static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
@@ -189,17 +188,11 @@ static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, 
 	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
 }
 
-/* x[e] of an f32 or a bf16 array (constant-folded in each caller) */
-static inline float ld_f(const void *p, size_t e, int bf16)
-{
-	return bf16 ? bf_bf16_to_f32(((const uint16_t *)p)[e]) : ((const float *)p)[e];
-}
-
 static inline void gta_prep_impl(float *d, const void *x, const void *b, int bf16, const float *mask, int tk_on,
 				 uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
 {
 	for (size_t e = 0; e < n; e++) {
-		float v = ld_f(x, e, bf16) - ld_f(b, e, bf16);
+		float v = bf_kern_elem(x, e, bf16) - bf_kern_elem(b, e, bf16);
 		if (mask) {
 			v = v * mask[e];
 		} else if (tk_on) {
@@ -233,7 +226,7 @@ static inline void gta_finish_impl(void *dst, const float *out, const float *den
 			o = o / (den[e] == 0.0f ? 1.0f : den[e]);
 		if (use_lam)
 			o = o * lam;
-		o = o + ld_f(b, e, bf16);
+		o = o + bf_kern_elem(b, e, bf16);
 		if (bf16)
 			((uint16_t *)dst)[e] = bf_f32_to_bf16(o);
 		else
@@ -276,24 +269,24 @@ static void ref_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t 
 	}
 }
 
-static void ref_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+static inline void abs_keys_impl(uint32_t *keys, const void *a, const void *b, int bf16, uint32_t flip, size_t n)
 {
 	for (size_t e = 0; e < n; e++) {
-		float d = a[e] - b[e];
+		float d = bf_kern_elem(a, e, bf16) - bf_kern_elem(b, e, bf16);
 		uint32_t u;
 		memcpy(&u, &d, 4);
 		keys[e] = (u & 0x7fffffffu) ^ flip;
 	}
 }
 
+static void ref_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+{
+	abs_keys_impl(keys, a, b, 0, flip, n);
+}
+
 static void ref_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
 {
-	for (size_t e = 0; e < n; e++) {
-		float d = bf_bf16_to_f32(a[e]) - bf_bf16_to_f32(b[e]);
-		uint32_t u;
-		memcpy(&u, &d, 4);
-		keys[e] = (u & 0x7fffffffu) ^ flip;
-	}
+	abs_keys_impl(keys, a, b, 1, flip, n);
 }
 
 static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,

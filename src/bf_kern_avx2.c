@@ -382,17 +382,6 @@ static void v_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t 
 	bf_kern_ref.sub_bf16(out + e, a + e, b + e, n - e);
 }
 
-/* Element e of an f32 or a bf16 vector, as f32 (constant-folded in each caller). */
-static inline float elem_f(const void *p, size_t e, int bf16)
-{
-	if (!bf16)
-		return ((const float *)p)[e];
-	uint32_t u = (uint32_t)((const uint16_t *)p)[e] << 16;
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 /* Four elements from e of an f32 or a bf16 vector, widened to double (exactly, through f32). */
 static inline __m256d ld4_pd(const void *p, size_t e, int bf16)
 {
@@ -409,7 +398,7 @@ static inline void dots_pair_finish(__m256d acc, const void *x, const void *y, i
 	double a[4];
 	_mm256_storeu_pd(a, acc);
 	for (; e < n; e++)
-		a[e & 3] = a[e & 3] + (double)elem_f(x, e, bf16) * (double)elem_f(y, e, bf16);
+		a[e & 3] = a[e & 3] + (double)bf_kern_elem(x, e, bf16) * (double)bf_kern_elem(y, e, bf16);
 	*g += (a[0] + a[1]) + (a[2] + a[3]);
 }
 
@@ -608,26 +597,29 @@ static void v_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
 	bf_kern_ref.mask_unpack(w, e0 + e, mask + e, n - e);
 }
 
-static void v_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+static inline __attribute__((always_inline)) void abs_keys_impl(uint32_t *keys, const void *a, const void *b,
+								int bf16, uint32_t flip, size_t n)
 {
 	const __m256i mag = _mm256_set1_epi32(0x7fffffff), vf = _mm256_set1_epi32((int)flip);
 	size_t e = 0;
 	for (; e + 8 <= n; e += 8) {
-		__m256i d = _mm256_castps_si256(_mm256_sub_ps(_mm256_loadu_ps(a + e), _mm256_loadu_ps(b + e)));
+		__m256i d = _mm256_castps_si256(_mm256_sub_ps(ld8_any(a, e, bf16), ld8_any(b, e, bf16)));
 		_mm256_storeu_si256((__m256i *)(keys + e), _mm256_xor_si256(_mm256_and_si256(d, mag), vf));
 	}
-	bf_kern_ref.abs_keys(keys + e, a + e, b + e, flip, n - e);
+	if (bf16)
+		bf_kern_ref.abs_keys_bf16(keys + e, (const uint16_t *)a + e, (const uint16_t *)b + e, flip, n - e);
+	else
+		bf_kern_ref.abs_keys(keys + e, (const float *)a + e, (const float *)b + e, flip, n - e);
+}
+
+static void v_abs_keys(uint32_t *keys, const float *a, const float *b, uint32_t flip, size_t n)
+{
+	abs_keys_impl(keys, a, b, 0, flip, n);
 }
 
 static void v_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
 {
-	const __m256i mag = _mm256_set1_epi32(0x7fffffff), vf = _mm256_set1_epi32((int)flip);
-	size_t e = 0;
-	for (; e + 8 <= n; e += 8) {
-		__m256 d = _mm256_sub_ps(ld8_bf16(a + e), ld8_bf16(b + e));
-		_mm256_storeu_si256((__m256i *)(keys + e), _mm256_xor_si256(_mm256_and_si256(_mm256_castps_si256(d), mag), vf));
-	}
-	bf_kern_ref.abs_keys_bf16(keys + e, a + e, b + e, flip, n - e);
+	abs_keys_impl(keys, a, b, 1, flip, n);
 }
 
 /* Left-pack permutations: byte l of pack_lut[m] is the lane of the l-th set bit of m (filled
