@@ -102,8 +102,8 @@ struct bf_kern {
 	 * in struct bf_rng; index0 + n <= 2^64: element indices never wrap). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			       float *out);
-	/* Bernoulli masks from the same uniforms: out[j] = uniform(index0 + j) < p ? 1.0f : 0.0f
-	 * (DARE's keep mask), without the uniforms in memory in between. */
+	/* Bernoulli(p) masks, bf_rng.h's keep decisions: out[j] = keep(index0 + j) ? 1.0f : 0.0f
+	 * (DARE's keep mask), from the 16-bit halves of one Philox call per 8 elements. */
 	void (*philox_mask)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			    float p, float *out);
 };
@@ -119,13 +119,14 @@ static inline void bf_kern_philox(const struct bf_kern *k, const uint32_t key[2]
 		k->philox_uniform(key, name_lo, name_hi, index0, n, out);
 }
 
-/* The vector variants' head: k's Philox over the elements before the next multiple of 4 (a
- * counter's four outputs), at most n; returns how many it wrote. */
+/* The vector variants' head: k's Philox over the elements before the next counter boundary (a
+ * multiple of 4 for uniforms, of 8 for masks), at most n; returns how many it wrote. */
 static inline size_t bf_kern_philox_head(const struct bf_kern *k, const uint32_t key[2], uint32_t name_lo,
 					 uint32_t name_hi, uint64_t index0, size_t n, int as_mask, float p,
 					 float *out)
 {
-	size_t head = (size_t)((4 - (index0 & 3)) & 3);
+	unsigned per = as_mask ? 8 : 4;
+	size_t head = (size_t)((per - (index0 & (per - 1))) & (per - 1));
 	if (head > n)
 		head = n;
 	if (head)

@@ -12,6 +12,16 @@
  * model_id is "input:N", N the model's position among the output tensor's inputs (base first),
  * so moving or renaming model directories never changes a blend; tensor_name is the OUTPUT name.
  * Verified against Random123's known-answer vectors (tests/unit/test_rng.c).
+ *
+ * Bernoulli(p) keep decisions (DARE's masks), frozen too, from half as many Philox calls:
+ *   v_i    = 16-bit half (i % 2, low half first) of word (j % 4) of philox(ctr, key), j = i/2,
+ *            ctr = { lo32(j/4), hi32(j/4) | BF_RNG_HALVES, lo32(h), hi32(h) }
+ *   P      = p * 2^16 (exact in f32), T = floor(P) in [0, 2^16], f = P - T (exact)
+ *   keep_i = v_i < T, or v_i == T and r_i < f, with r_i = (w >> 8) * 2^-24, w = word (i % 4) of
+ *            philox({ lo32(i/4), hi32(i/4) | BF_RNG_REFINE, lo32(h), hi32(h) }, key)
+ * so P(keep) = T/2^16 + f/2^16 = p exactly (f in steps of 2^-24); p >= 1 keeps all, p <= 0 and
+ * NaN none. One element in 65536 needs the refinement word. i/8 < 2^61 and i/4 < 2^62 leave
+ * the two marks clear of the index, so uniforms, halves and refinements never share a counter.
  */
 #ifndef BF_RNG_H
 #define BF_RNG_H
@@ -33,5 +43,41 @@ static inline float bf_rng_uniform(const struct bf_rng *r, uint64_t index)
 }
 /* out[j] = uniform for element index0 + j, j < n (one Philox call per 4 elements). */
 void bf_rng_uniform_block(const struct bf_rng *r, uint64_t index0, size_t n, float *out);
+
+#define BF_RNG_HALVES (UINT32_C(1) << 30) /* counter word 1 marks, see above */
+#define BF_RNG_REFINE (UINT32_C(1) << 31)
+
+/* A Bernoulli threshold: t = T, f as above. */
+struct bf_bern {
+	uint32_t t;
+	float f;
+};
+
+static inline struct bf_bern bf_bern_init(float p)
+{
+	struct bf_bern b = { 0, 0.0f };
+	if (p >= 1.0f) {
+		b.t = 1u << 16;
+	} else if (p > 0.0f) { /* NaN fails both tests */
+		float P = p * 65536.0f;
+		b.t = (uint32_t)P;
+		b.f = P - (float)b.t;
+	}
+	return b;
+}
+
+/* The refinement uniform r_i of element i (see above). */
+float bf_rng_refine(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t i);
+
+/* keep_i for element i of a half word v (see above): 1 or 0. */
+static inline int bf_bern_keep(struct bf_bern b, uint32_t v, const uint32_t key[2], uint32_t name_lo,
+			       uint32_t name_hi, uint64_t i)
+{
+	return v < b.t || (v == b.t && bf_rng_refine(key, name_lo, name_hi, i) < b.f);
+}
+
+/* keep_i for one element of stream r, from its definition (one Philox call; for tests and
+ * single elements: bf_kern's philox_mask is the block path). */
+int bf_rng_keep(const struct bf_rng *r, uint64_t i, float p);
 
 #endif

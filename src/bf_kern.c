@@ -122,8 +122,8 @@ static void ref_topk_mask(float *mask, const float *d, uint32_t tk, uint64_t ti,
 		mask[e] = topk_keep(d[e], tk, ti, e0 + e);
 }
 
-static inline void philox_impl(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
-			       size_t n, int as_mask, float p, float *out)
+static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
+			       float *out)
 {
 	uint64_t i = index0;
 	size_t j = 0;
@@ -131,23 +131,27 @@ static inline void philox_impl(const uint32_t key[2], uint32_t name_lo, uint32_t
 		uint32_t w[4];
 		const uint32_t ctr[4] = { (uint32_t)(i >> 2), (uint32_t)(i >> 34), name_lo, name_hi };
 		bf_philox4x32_10(ctr, key, w);
-		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++) {
-			float u = (float)(w[lane] >> 8) * 0x1p-24f;
-			out[j] = as_mask ? (u < p ? 1.0f : 0.0f) : u;
-		}
+		for (unsigned lane = (unsigned)(i & 3); lane < 4 && j < n; lane++, j++, i++)
+			out[j] = (float)(w[lane] >> 8) * 0x1p-24f;
 	}
 }
 
-static void ref_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
-			       float *out)
-{
-	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
-}
-
+/* bf_rng.h's keep decisions, one Philox call per 8 elements */
 static void ref_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			    float p, float *out)
 {
-	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
+	const struct bf_bern b = bf_bern_init(p);
+	uint64_t i = index0;
+	size_t j = 0;
+	while (j < n) {
+		uint32_t w[4];
+		const uint32_t ctr[4] = { (uint32_t)(i >> 3), (uint32_t)(i >> 35) | BF_RNG_HALVES, name_lo, name_hi };
+		bf_philox4x32_10(ctr, key, w);
+		for (unsigned h = (unsigned)(i & 7); h < 8 && j < n; h++, j++, i++) {
+			uint32_t v = (w[h >> 1] >> (16 * (h & 1))) & 0xffffu;
+			out[j] = bf_bern_keep(b, v, key, name_lo, name_hi, i) ? 1.0f : 0.0f;
+		}
+	}
 }
 
 static void ref_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bf_kern.h"
+#include "bf_rng.h"
 
 static void v_bf16_to_f32(const void *src, float *dst, size_t n)
 {
@@ -275,17 +276,18 @@ struct philox8 {
 	__m256i c0, c1, c2, c3;
 };
 
-static inline void philox8_start(struct philox8 *p, uint64_t g, uint32_t name_lo, uint32_t name_hi)
+/* counters g .. g+7, mark ORed into counter word 1 (bf_rng.h's streams) */
+static inline void philox8_start(struct philox8 *p, uint64_t g, uint32_t mark, uint32_t name_lo, uint32_t name_hi)
 {
 	if ((uint32_t)g <= UINT32_MAX - 7) {
 		/* no carry into the high word inside the group: plain lane offsets */
 		p->c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-		p->c1 = _mm256_set1_epi32((int)(uint32_t)(g >> 32));
+		p->c1 = _mm256_set1_epi32((int)((uint32_t)(g >> 32) | mark));
 	} else {
 		uint32_t lo[8], hi[8];
 		for (int l = 0; l < 8; l++) {
 			lo[l] = (uint32_t)(g + (uint64_t)l);
-			hi[l] = (uint32_t)((g + (uint64_t)l) >> 32);
+			hi[l] = (uint32_t)((g + (uint64_t)l) >> 32) | mark;
 		}
 		p->c0 = _mm256_loadu_si256((const __m256i *)lo);
 		p->c1 = _mm256_loadu_si256((const __m256i *)hi);
@@ -306,22 +308,20 @@ static inline void philox8_round(struct philox8 *p, __m256i k0, __m256i k1)
 	p->c3 = l0;
 }
 
-/* Uniforms of the 8 blocks, in element order: out[4 * lane + word] (a 4x8 transpose) */
-/* The uniforms of 8 counters in element order, or with as_mask their comparison with p as
- * 1.0f / 0.0f (DARE's keep mask). */
-static inline void philox8_store(const struct philox8 *p, float *out, int as_mask, __m256 vp)
+/* The 32 words of the 8 counters in element order, out[4 * lane + word] (a 4x8 transpose): as
+ * uniforms, or raw (the words themselves, for the keep decisions). */
+static inline void philox8_store(const struct philox8 *p, void *dst, int raw)
 {
-	const __m256 scale = _mm256_set1_ps(0x1p-24f), one = _mm256_set1_ps(1.0f);
-	__m256 w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c0, 8)), scale);
-	__m256 w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c1, 8)), scale);
-	__m256 w2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c2, 8)), scale);
-	__m256 w3 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c3, 8)), scale);
-	if (as_mask) {
-		w0 = _mm256_and_ps(_mm256_cmp_ps(w0, vp, _CMP_LT_OQ), one);
-		w1 = _mm256_and_ps(_mm256_cmp_ps(w1, vp, _CMP_LT_OQ), one);
-		w2 = _mm256_and_ps(_mm256_cmp_ps(w2, vp, _CMP_LT_OQ), one);
-		w3 = _mm256_and_ps(_mm256_cmp_ps(w3, vp, _CMP_LT_OQ), one);
+	const __m256 scale = _mm256_set1_ps(0x1p-24f);
+	__m256 w0 = _mm256_castsi256_ps(p->c0), w1 = _mm256_castsi256_ps(p->c1);
+	__m256 w2 = _mm256_castsi256_ps(p->c2), w3 = _mm256_castsi256_ps(p->c3);
+	if (!raw) {
+		w0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c0, 8)), scale);
+		w1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c1, 8)), scale);
+		w2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c2, 8)), scale);
+		w3 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(p->c3, 8)), scale);
 	}
+	float *out = dst;
 	__m256 t0 = _mm256_unpacklo_ps(w0, w1), t1 = _mm256_unpackhi_ps(w0, w1);
 	__m256 t2 = _mm256_unpacklo_ps(w2, w3), t3 = _mm256_unpackhi_ps(w2, w3);
 	/* u0: blocks 0 | 4, u1: 1 | 5, u2: 2 | 6, u3: 3 | 7 */
@@ -333,45 +333,70 @@ static inline void philox8_store(const struct philox8 *p, float *out, int as_mas
 	_mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
 }
 
-/* Philox4x32-10 for 16 counters at once (64 uniforms), exactly bf_philox4x32_10 per lane. Two
- * independent groups of 8 are interleaved: one group alone waits on each round's multiply. */
-static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
-								uint32_t name_hi, uint64_t index0, size_t n,
-								int as_mask, float pv, float *out)
+/* The 64 words of counters g .. g+15, in element order (raw) or as uniforms. Two independent
+ * groups of 8 are interleaved: one group alone waits on each round's multiply. */
+static inline __attribute__((always_inline)) void philox16x(const uint32_t key[2], uint64_t g, uint32_t mark,
+							    uint32_t name_lo, uint32_t name_hi, void *out,
+							    int raw)
 {
-	const __m256 vp = _mm256_set1_ps(pv);
-	/* scalar up to a group boundary */
-	size_t j = bf_kern_philox_head(&bf_kern_ref, key, name_lo, name_hi, index0, n, as_mask, pv, out);
-	uint64_t i = index0 + j;
-	for (; j + 64 <= n; j += 64, i += 64) {
-		struct philox8 a, b;
-		philox8_start(&a, i >> 2, name_lo, name_hi);
-		philox8_start(&b, (i >> 2) + 8, name_lo, name_hi);
-		uint32_t k0 = key[0], k1 = key[1];
-		for (int r = 0; r < 10; r++) {
-			__m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
-			philox8_round(&a, vk0, vk1);
-			philox8_round(&b, vk0, vk1);
-			k0 += 0x9E3779B9u;
-			k1 += 0xBB67AE85u;
-		}
-		philox8_store(&a, out + j, as_mask, vp);
-		philox8_store(&b, out + j + 32, as_mask, vp);
+	struct philox8 a, b;
+	philox8_start(&a, g, mark, name_lo, name_hi);
+	philox8_start(&b, g + 8, mark, name_lo, name_hi);
+	uint32_t k0 = key[0], k1 = key[1];
+	for (int r = 0; r < 10; r++) {
+		__m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
+		philox8_round(&a, vk0, vk1);
+		philox8_round(&b, vk0, vk1);
+		k0 += 0x9E3779B9u;
+		k1 += 0xBB67AE85u;
 	}
-	if (j < n)
-		bf_kern_philox(&bf_kern_ref, key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
+	philox8_store(&a, out, raw);
+	philox8_store(&b, (uint32_t *)out + 32, raw);
 }
 
 static void v_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			     float *out)
 {
-	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+	/* scalar up to a counter boundary */
+	size_t j = bf_kern_philox_head(&bf_kern_ref, key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+	uint64_t i = index0 + j;
+	for (; j + 64 <= n; j += 64, i += 64)
+		philox16x(key, i >> 2, 0, name_lo, name_hi, out + j, 0);
+	if (j < n)
+		bf_kern_ref.philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
+}
+
+/* Keep decisions of n (a multiple of 8) elements from their 16-bit halves h (bf_rng.h), element
+ * index i0 first; the one in 65536 that equals T draws its refinement word. */
+static inline void halves_keep8(const uint16_t *h, size_t n, struct bf_bern b, const uint32_t key[2],
+				uint32_t name_lo, uint32_t name_hi, uint64_t i0, float *out)
+{
+	const __m256i vt = _mm256_set1_epi32((int)b.t); /* T <= 2^16: signed compares do */
+	const __m256 one = _mm256_set1_ps(1.0f);
+	for (size_t k = 0; k < n; k += 8) {
+		__m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + k)));
+		_mm256_storeu_ps(out + k, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vt, v)), one));
+		unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, vt)));
+		for (; eq; eq &= eq - 1) {
+			unsigned l = (unsigned)__builtin_ctz(eq);
+			out[k + l] = bf_rng_refine(key, name_lo, name_hi, i0 + k + l) < b.f ? 1.0f : 0.0f;
+		}
+	}
 }
 
 static void v_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,
 			  float p, float *out)
 {
-	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
+	const struct bf_bern b = bf_bern_init(p);
+	size_t j = bf_kern_philox_head(&bf_kern_ref, key, name_lo, name_hi, index0, n, 1, p, out);
+	uint64_t i = index0 + j;
+	uint32_t w[64];
+	for (; j + 128 <= n; j += 128, i += 128) {
+		philox16x(key, i >> 3, BF_RNG_HALVES, name_lo, name_hi, w, 1);
+		halves_keep8((const uint16_t *)w, 128, b, key, name_lo, name_hi, i, out + j);
+	}
+	if (j < n)
+		bf_kern_ref.philox_mask(key, name_lo, name_hi, i, n - j, p, out + j);
 }
 
 static void v_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)

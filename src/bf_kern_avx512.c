@@ -4,14 +4,15 @@
  *
  * Philox: 16 counters per vector in two interleaved groups, XORs fused by vpternlogd; 1.24x the
  * AVX2 generator on the (Zen 4) development machine, whose 512-bit multiplies run as two
- * 256-bit halves: dare_ties daemon CPU -9%. Same words, same uniforms, bit for bit
- * (tests/unit/test_kern.c). A 16-lane window_scan (vpcompressd) was measured too and did not
+ * 256-bit halves: dare_ties daemon CPU -9%. Same words, same uniforms and keep decisions, bit
+ * for bit (tests/unit/test_kern.c). A 16-lane window_scan (vpcompressd) was measured too and did not
  * pay (ties within noise), so the AVX2 one stays. */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
 
 #include "bf_kern.h"
+#include "bf_rng.h"
 
 struct philox16 {
 	__m512i c0, c1, c2, c3;
@@ -37,33 +38,31 @@ static inline void philox16_round(struct philox16 *p, __m512i k0, __m512i k1)
 	p->c3 = l0;
 }
 
-/* counters g .. g+15 (the caller keeps the low word from wrapping inside the group) */
-static inline void philox16_start(struct philox16 *p, uint64_t g, uint32_t name_lo, uint32_t name_hi)
+/* counters g .. g+15, mark ORed into counter word 1 (the caller keeps the low word from wrapping
+ * inside the group) */
+static inline void philox16_start(struct philox16 *p, uint64_t g, uint32_t mark, uint32_t name_lo, uint32_t name_hi)
 {
 	p->c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)g),
 				 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-	p->c1 = _mm512_set1_epi32((int)(uint32_t)(g >> 32));
+	p->c1 = _mm512_set1_epi32((int)((uint32_t)(g >> 32) | mark));
 	p->c2 = _mm512_set1_epi32((int)name_lo);
 	p->c3 = _mm512_set1_epi32((int)name_hi);
 }
 
-/* Uniforms of 16 counters, in element order: counter l's four words go to out[4l .. 4l+3].
- * Words are converted first (with as_mask: compared with p, as 1.0f / 0.0f), then transposed:
- * 4x4 within 128-bit lanes, then the lanes. */
-static inline void philox16_store(const struct philox16 *p, float *out, int as_mask, __m512 vp)
+/* The 64 words of 16 counters in element order, counter l's four words to out[4l .. 4l+3]: as
+ * uniforms (converted first, lane by lane), or raw. Transposed 4x4 within 128-bit lanes, then
+ * the lanes. */
+static inline void philox16_store(const struct philox16 *p, void *dst, int raw)
 {
 	const __m512 scale = _mm512_set1_ps(0x1p-24f);
-	__m512i w0 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c0, 8)), scale));
-	__m512i w1 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c1, 8)), scale));
-	__m512i w2 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c2, 8)), scale));
-	__m512i w3 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c3, 8)), scale));
-	if (as_mask) {
-		const __m512i one = _mm512_castps_si512(_mm512_set1_ps(1.0f));
-		w0 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w0), vp, _CMP_LT_OQ), one);
-		w1 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w1), vp, _CMP_LT_OQ), one);
-		w2 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w2), vp, _CMP_LT_OQ), one);
-		w3 = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(_mm512_castsi512_ps(w3), vp, _CMP_LT_OQ), one);
+	__m512i w0 = p->c0, w1 = p->c1, w2 = p->c2, w3 = p->c3;
+	if (!raw) {
+		w0 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c0, 8)), scale));
+		w1 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c1, 8)), scale));
+		w2 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c2, 8)), scale));
+		w3 = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(p->c3, 8)), scale));
 	}
+	uint32_t *out = dst;
 	__m512i t0 = _mm512_unpacklo_epi32(w0, w1), t1 = _mm512_unpackhi_epi32(w0, w1);
 	__m512i t2 = _mm512_unpacklo_epi32(w2, w3), t3 = _mm512_unpackhi_epi32(w2, w3);
 	/* lane L of u_j: the four words of counter 4L + j */
@@ -79,49 +78,74 @@ static inline void philox16_store(const struct philox16 *p, float *out, int as_m
 
 static const struct bf_kern *base; /* the AVX2 variant this one extends */
 
-static inline __attribute__((always_inline)) void philox_impl(const uint32_t key[2], uint32_t name_lo,
-								uint32_t name_hi, uint64_t index0, size_t n,
-								int as_mask, float pv, float *out)
+/* The 128 words of counters g .. g+31 in element order, raw or as uniforms: two interleaved
+ * groups of 16. */
+static inline __attribute__((always_inline)) void philox32x(const uint32_t key[2], uint64_t g, uint32_t mark,
+							    uint32_t name_lo, uint32_t name_hi, void *out,
+							    int raw)
 {
-	const __m512 vp = _mm512_set1_ps(pv);
-	/* the AVX2 variant up to a group boundary */
-	size_t j = bf_kern_philox_head(base, key, name_lo, name_hi, index0, n, as_mask, pv, out);
-	uint64_t i = index0 + j;
-	for (; j + 128 <= n; j += 128, i += 128) {
-		uint64_t g = i >> 2;
-		if ((uint32_t)g > UINT32_MAX - 31) {
-			/* the low counter word wraps inside these 32 counters: the AVX2 variant carries */
-			bf_kern_philox(base, key, name_lo, name_hi, i, 128, as_mask, pv, out + j);
-			continue;
-		}
-		struct philox16 a, b;
-		philox16_start(&a, g, name_lo, name_hi);
-		philox16_start(&b, g + 16, name_lo, name_hi);
-		uint32_t k0 = key[0], k1 = key[1];
-		for (int r = 0; r < 10; r++) {
-			__m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
-			philox16_round(&a, vk0, vk1);
-			philox16_round(&b, vk0, vk1);
-			k0 += 0x9E3779B9u;
-			k1 += 0xBB67AE85u;
-		}
-		philox16_store(&a, out + j, as_mask, vp);
-		philox16_store(&b, out + j + 64, as_mask, vp);
+	struct philox16 a, b;
+	philox16_start(&a, g, mark, name_lo, name_hi);
+	philox16_start(&b, g + 16, mark, name_lo, name_hi);
+	uint32_t k0 = key[0], k1 = key[1];
+	for (int r = 0; r < 10; r++) {
+		__m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
+		philox16_round(&a, vk0, vk1);
+		philox16_round(&b, vk0, vk1);
+		k0 += 0x9E3779B9u;
+		k1 += 0xBB67AE85u;
 	}
-	if (j < n)
-		bf_kern_philox(base, key, name_lo, name_hi, i, n - j, as_mask, pv, out + j);
+	philox16_store(&a, out, raw);
+	philox16_store(&b, (uint32_t *)out + 64, raw);
 }
 
 static void v512_philox_uniform(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
 				size_t n, float *out)
 {
-	philox_impl(key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+	/* the AVX2 variant up to a counter boundary */
+	size_t j = bf_kern_philox_head(base, key, name_lo, name_hi, index0, n, 0, 0.0f, out);
+	uint64_t i = index0 + j;
+	for (; j + 128 <= n; j += 128, i += 128) {
+		uint64_t g = i >> 2;
+		if ((uint32_t)g > UINT32_MAX - 31) /* the low counter word wraps: the AVX2 variant carries */
+			base->philox_uniform(key, name_lo, name_hi, i, 128, out + j);
+		else
+			philox32x(key, g, 0, name_lo, name_hi, out + j, 0);
+	}
+	if (j < n)
+		base->philox_uniform(key, name_lo, name_hi, i, n - j, out + j);
 }
 
 static void v512_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0,
 			     size_t n, float p, float *out)
 {
-	philox_impl(key, name_lo, name_hi, index0, n, 1, p, out);
+	const struct bf_bern b = bf_bern_init(p);
+	const __m512i vt = _mm512_set1_epi32((int)b.t);
+	const __m512 one = _mm512_set1_ps(1.0f);
+	size_t j = bf_kern_philox_head(base, key, name_lo, name_hi, index0, n, 1, p, out);
+	uint64_t i = index0 + j;
+	uint32_t w[128];
+	for (; j + 256 <= n; j += 256, i += 256) {
+		uint64_t g = i >> 3;
+		if ((uint32_t)g > UINT32_MAX - 31) {
+			base->philox_mask(key, name_lo, name_hi, i, 256, p, out + j);
+			continue;
+		}
+		philox32x(key, g, BF_RNG_HALVES, name_lo, name_hi, w, 1);
+		/* element i + k: half k of the words (bf_rng.h), kept when below T; equal to T (one in
+		 * 65536): its refinement word decides */
+		const uint16_t *h = (const uint16_t *)w;
+		for (size_t k = 0; k < 256; k += 16) {
+			__m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(h + k)));
+			_mm512_storeu_ps(out + j + k, _mm512_maskz_mov_ps(_mm512_cmplt_epu32_mask(v, vt), one));
+			for (unsigned eq = _mm512_cmpeq_epi32_mask(v, vt); eq; eq &= eq - 1) {
+				unsigned l = (unsigned)__builtin_ctz(eq);
+				out[j + k + l] = bf_rng_refine(key, name_lo, name_hi, i + k + l) < b.f ? 1.0f : 0.0f;
+			}
+		}
+	}
+	if (j < n)
+		base->philox_mask(key, name_lo, name_hi, i, n - j, p, out + j);
 }
 
 static struct bf_kern kern_avx512;

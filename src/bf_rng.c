@@ -99,3 +99,21 @@ void bf_rng_uniform_block(const struct bf_rng *r, uint64_t index0, size_t n, flo
 	 * against the per-element path in test_rng.c and test_kern.c */
 	bf_kern->philox_uniform(r->key, r->name_lo, r->name_hi, index0, n, out);
 }
+
+float bf_rng_refine(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t i)
+{
+	uint32_t w[4];
+	const uint32_t ctr[4] = { (uint32_t)(i >> 2), (uint32_t)(i >> 34) | BF_RNG_REFINE, name_lo, name_hi };
+	bf_philox4x32_10(ctr, key, w);
+	return (float)(w[i & 3] >> 8) * 0x1p-24f;
+}
+
+int bf_rng_keep(const struct bf_rng *r, uint64_t i, float p)
+{
+	uint32_t w[4];
+	uint64_t j = i >> 1;
+	const uint32_t ctr[4] = { (uint32_t)(j >> 2), (uint32_t)(j >> 34) | BF_RNG_HALVES, r->name_lo, r->name_hi };
+	bf_philox4x32_10(ctr, r->key, w);
+	uint32_t v = (w[j & 3] >> (16 * (i & 1))) & 0xffffu;
+	return bf_bern_keep(bf_bern_init(p), v, r->key, r->name_lo, r->name_hi, i);
+}

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bf_kern.h"
+#include "bf_rng.h"
 #include "bf_select.h"
 #include "bf_test.h"
 
@@ -292,20 +293,28 @@ BF_TEST(philox_block)
 		uint32_t key[2] = { r32(), r32() };
 		uint32_t nl = r32(), nh = r32();
 		uint64_t i0 = round < 9 ? starts[round] : ((uint64_t)r32() << 20) + r32() % 64;
-		size_t n = 1 + r32() % 300; /* head, 64-wide blocks, tail */
+		size_t n = 1 + r32() % 700; /* head, 64- to 256-wide blocks, tail */
 		if (n - 1 > UINT64_MAX - i0)
 			n = (size_t)(UINT64_MAX - i0) + 1; /* indices end at 2^64 - 1: they do not wrap */
-		float a[300], b[300], m1[300], m2[300];
+		float a[700], b[700], m1[700], m2[700];
 		bf_kern_ref.philox_uniform(key, nl, nh, i0, n, a);
 		simd->philox_uniform(key, nl, nh, i0, n, b);
 		EXPECT(memcmp(a, b, n * 4) == 0);
-		/* masks: the uniforms compared with p, in every variant (p on a uniform's grid too) */
-		float p = round % 3 ? (float)(r32() % 1000) / 1000.0f : a[r32() % n];
+		/* keep masks, bf_rng_keep's decisions in every variant; every third round p sits on
+		 * an element's 16-bit half, so that element's refinement word decides */
+		struct bf_rng rg = { { key[0], key[1] }, nl, nh };
+		float p = (float)(r32() % 1000) / 1000.0f;
+		if (round % 3 == 0) {
+			uint64_t e = i0 + r32() % n;
+			uint32_t w[4], ctr[4] = { (uint32_t)(e >> 3), (uint32_t)(e >> 35) | BF_RNG_HALVES, nl, nh };
+			bf_philox4x32_10(ctr, key, w);
+			p = ((float)((w[(e >> 1) & 3] >> (16 * (e & 1))) & 0xffff) + 0.5f) / 65536.0f;
+		}
 		bf_kern_ref.philox_mask(key, nl, nh, i0, n, p, m1);
 		simd->philox_mask(key, nl, nh, i0, n, p, m2);
 		int same = 1;
 		for (size_t e = 0; e < n; e++)
-			same &= m1[e] == (a[e] < p ? 1.0f : 0.0f);
+			same &= m1[e] == (bf_rng_keep(&rg, i0 + e, p) ? 1.0f : 0.0f);
 		EXPECT(same);
 		EXPECT(memcmp(m1, m2, n * 4) == 0);
 	}

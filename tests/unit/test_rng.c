@@ -1,9 +1,12 @@
 /* test_rng.c: Philox4x32-10 known answers, the frozen derivation, index mapping, block == scalar,
- * the uniform grid, stream separation, a pinned golden value and a distribution sanity check. */
+ * the uniform grid, stream separation, a pinned golden value and a distribution sanity check; the
+ * keep decisions: their derivation by hand, block == scalar, and the keep rates. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <xxhash.h>
 
+#include "bf_kern.h"
 #include "bf_rng.h"
 #include "bf_test.h"
 
@@ -178,6 +181,107 @@ BF_TEST(distribution_sanity)
 	EXPECT(chi2 < 400);
 }
 
+/* The 16-bit half of element i, derived by hand from bf_rng.h's text. */
+static uint32_t half_by_hand(const struct bf_rng *r, uint64_t i)
+{
+	uint64_t j = i / 2, g = j / 4;
+	uint32_t ctr[4] = { (uint32_t)g, (uint32_t)(g >> 32) | 0x40000000u, r->name_lo, r->name_hi }, out[4];
+	bf_philox4x32_10(ctr, r->key, out);
+	return i % 2 ? out[j % 4] >> 16 : out[j % 4] & 0xffff;
+}
+
+static float refine_by_hand(const struct bf_rng *r, uint64_t i)
+{
+	uint64_t g = i / 4;
+	uint32_t ctr[4] = { (uint32_t)g, (uint32_t)(g >> 32) | 0x80000000u, r->name_lo, r->name_hi }, out[4];
+	bf_philox4x32_10(ctr, r->key, out);
+	return (float)(out[i % 4] >> 8) / 16777216.0f;
+}
+
+BF_TEST(keep_definition)
+{
+	struct bf_rng r;
+	bf_rng_init(&r, 7, "input:1", "model.layers.3.mlp.down_proj.weight");
+	static const uint64_t idx[] = { 0, 1, 2, 7, 8, 9, 15, 16, 0xfffffff8ull, 0x7ffffffffull, (1ull << 40) + 5,
+		UINT64_MAX - 1, UINT64_MAX };
+	for (size_t t = 0; t < sizeof(idx) / sizeof(idx[0]); t++) {
+		uint64_t i = idx[t];
+		uint32_t v = half_by_hand(&r, i);
+		/* T = v + 1: kept; T = v with f = 0: dropped; T = v - 1 (if any): dropped */
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, (float)(v + 1) / 65536.0f), 1);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, (float)v / 65536.0f), 0);
+		if (v)
+			EXPECT_EQ_I64(bf_rng_keep(&r, i, (float)(v - 1) / 65536.0f), 0);
+		/* T = v, f = 0.25 and 0.75: the refinement word decides */
+		float u = refine_by_hand(&r, i);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, ((float)v + 0.25f) / 65536.0f), u < 0.25f);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, ((float)v + 0.75f) / 65536.0f), u < 0.75f);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, 1.0f), 1);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, 0.0f), 0);
+		EXPECT_EQ_I64(bf_rng_keep(&r, i, NAN), 0);
+	}
+	/* the three streams do not share words: the halves are not the uniforms' words */
+	int same = 0;
+	for (uint64_t i = 0; i < 64; i += 2)
+		same += (bf_rng_u32(&r, i / 2) & 0xffff) == half_by_hand(&r, i);
+	EXPECT(same < 4);
+}
+
+static void check_keep_block(const struct bf_rng *r, uint64_t index0, size_t n, float p)
+{
+	float *out = malloc((n + 1) * sizeof(float));
+	out[n] = -1.0f; /* sentinel */
+	bf_kern->philox_mask(r->key, r->name_lo, r->name_hi, index0, n, p, out);
+	size_t bad = 0;
+	for (size_t j = 0; j < n; j++) {
+		float want = bf_rng_keep(r, index0 + j, p) ? 1.0f : 0.0f;
+		if (memcmp(&out[j], &want, sizeof(float)) != 0 && bad++ < 3)
+			BF_T_FAIL("keep block(%" PRIu64 ", %zu, p %.9g)[%zu] = %g, scalar %g", index0, n, (double)p, j,
+				  out[j], want);
+	}
+	EXPECT(out[n] == -1.0f);
+	free(out);
+}
+
+BF_TEST(keep_block_equals_scalar)
+{
+	struct bf_rng r;
+	bf_rng_init(&r, 5, "input:2", "lm_head.weight");
+	const float ps[] = { 0.3f, 0.9f, 1e-5f, 1.0f, 0.0f };
+	for (size_t t = 0; t < sizeof(ps) / sizeof(ps[0]); t++) {
+		check_keep_block(&r, 0, 1000, ps[t]);
+		check_keep_block(&r, 3, 517, ps[t]);
+		check_keep_block(&r, 0xfffffff0ull * 8 + 5, 700, ps[t]); /* counter word 0 wraps */
+		check_keep_block(&r, UINT64_MAX - 600, 601, ps[t]);    /* ends at the last index */
+	}
+	/* p on a half's value (T = v, f = 0.5): the element goes through its refinement word in the
+	 * vector loop */
+	for (uint64_t i = 300; i < 1300; i += 97) {
+		float p = ((float)half_by_hand(&r, i) + 0.5f) / 65536.0f;
+		check_keep_block(&r, 0, 2048, p);
+	}
+}
+
+BF_TEST(keep_rates)
+{
+	/* each rate within 6 standard deviations of p over N draws (fixed input: deterministic) */
+	enum { N = 1 << 22 };
+	struct bf_rng r;
+	bf_rng_init(&r, 11, "input:1", "t");
+	float *m = malloc(N * sizeof(float));
+	const float ps[] = { 0.1f, 0.3f, 0.5f, 0.9f, 0.5f + 0x1p-17f, 1e-5f, 1.0f - 1e-6f };
+	for (size_t t = 0; t < sizeof(ps) / sizeof(ps[0]); t++) {
+		bf_kern->philox_mask(r.key, r.name_lo, r.name_hi, 0, N, ps[t], m);
+		double k = 0;
+		for (size_t j = 0; j < N; j++)
+			k += m[j];
+		double mean = (double)N * ps[t], sd = sqrt(mean * (1.0 - ps[t]));
+		printf("  p %.9g: %.0f kept of %d (expected %.1f, sd %.1f)\n", (double)ps[t], k, N, mean, sd);
+		EXPECT(fabs(k - mean) <= 6 * sd + 1);
+	}
+	free(m);
+}
+
 int main(void)
 {
 	RUN(philox_known_answers);
@@ -188,5 +292,8 @@ int main(void)
 	RUN(streams_are_separate);
 	RUN(golden_value);
 	RUN(distribution_sanity);
+	RUN(keep_definition);
+	RUN(keep_block_equals_scalar);
+	RUN(keep_rates);
 	return bf_test_report();
 }
