@@ -149,7 +149,12 @@ static void ref_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t na
 		bf_philox4x32_10(ctr, key, w);
 		for (unsigned h = (unsigned)(i & 7); h < 8 && j < n; h++, j++, i++) {
 			uint32_t v = (w[h >> 1] >> (16 * (h & 1))) & 0xffffu;
-			out[j] = bf_bern_keep(b, v, key, name_lo, name_hi, i) ? 1.0f : 0.0f;
+			/* 1.0f when v < T without a branch (the outcome is a coin flip): v - T wraps
+			 * below zero exactly then, both being at most 2^16 */
+			uint32_t one = (0u - ((v - b.t) >> 31)) & 0x3f800000u;
+			memcpy(&out[j], &one, sizeof(one));
+			if (__builtin_expect(v == b.t, 0))
+				out[j] = bf_bern_keep(b, v, key, name_lo, name_hi, i) ? 1.0f : 0.0f;
 		}
 	}
 }
