@@ -21,7 +21,10 @@
  * XXH3 of the model reference keyed by the seed gives the Philox key, XXH3 of the output tensor
  * name fills the upper half of the counter, and the element index / 4 fills the lower half. Word
  * i % 4 of the block feeds element i, and the top 24 bits of the word become a float in [0, 1)
- * that f32 represents exactly, so no rounding mode or compiler flag can perturb it.
+ * that f32 represents exactly, so no rounding mode or compiler flag can perturb it. DARE's keep
+ * decisions need only a comparison with p, so they take 16-bit halves of the words (one call per
+ * 8 elements) and settle the rare tie with p's 16-bit prefix from a second word: integer
+ * compares, exact probabilities.
  *
  * Verified against Random123's known-answer vectors (tests/unit/test_rng.c).
  */
