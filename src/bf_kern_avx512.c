@@ -5,8 +5,8 @@
  * Philox: 16 counters per vector in two interleaved groups, XORs fused by vpternlogd; 1.24x the
  * AVX2 generator on the (Zen 4) development machine, whose 512-bit multiplies run as two
  * 256-bit halves: dare_ties daemon CPU -9%. Same words, same uniforms and keep decisions, bit
- * for bit (tests/unit/test_kern.c). A 16-lane window_scan (vpcompressd) was measured too and did not
- * pay (ties within noise), so the AVX2 one stays. */
+ * for bit (tests/unit/test_kern.c). A 16-lane window_scan (vpcompressd) was measured too and
+ * did not pay (ties within noise), so the AVX2 one stays. */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
