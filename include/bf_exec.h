@@ -42,7 +42,7 @@ struct bf_exec_opts {
 	uint64_t cache_bytes;             /* chunk cache budget in bytes */
 	uint64_t chunk_bytes;             /* bytes per chunk, a multiple of 8 (default 1 MiB) */
 	unsigned prefetch_threads;        /* threads computing ahead of sequential readers (0 = none) */
-	unsigned prefetch_chunks;         /* how far ahead (default 4) */
+	unsigned prefetch_chunks;         /* how far ahead (default 2 per prefetch thread, at least 4, at most 32) */
 	unsigned fresh_interval_ms;       /* how often a source's identity is re-checked (0 = every chunk) */
 };
 

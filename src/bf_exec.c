@@ -98,8 +98,12 @@ int bf_exec_new(const struct bf_plan *p, const struct bf_exec_opts *o, struct bf
 		free(x);
 		return bf_errf(err, "chunk size %llu is not a multiple of 8 bytes", (unsigned long long)o->chunk_bytes);
 	}
+	/* two queued chunks per prefetch thread, at least 4: each thread has the next one to take
+	 * while it finishes one, however many there are */
 	if (!x->o.prefetch_chunks)
-		x->o.prefetch_chunks = 4;
+		x->o.prefetch_chunks = x->o.prefetch_threads > 2 ? 2 * x->o.prefetch_threads : 4;
+	if (x->o.prefetch_chunks > PF_QUEUE / 2)
+		x->o.prefetch_chunks = PF_QUEUE / 2;
 	/* A random method's masks, drawn again in the kernel when their bits could not be kept,
 	 * cost a third of a dare_ties read: a quarter of the cache budget holds bits instead of
 	 * chunks (sequential reads use few chunks at a time; the page cache keeps what was read). */
@@ -118,7 +122,10 @@ int bf_exec_new(const struct bf_plan *p, const struct bf_exec_opts *o, struct bf
 				bf_warn("BLENDFS_MASK_BITS=%s is not a byte count: ignored", e);
 		}
 	}
-	/* prefetching into a cache that cannot hold what it fetches only evicts what readers need */
+	/* prefetching into a cache that cannot hold what it fetches only evicts what readers need:
+	 * fetch less far ahead, or not at all */
+	while (x->o.prefetch_chunks > 4 && x->o.cache_bytes < (uint64_t)(x->o.prefetch_chunks + 4) * x->chunk)
+		x->o.prefetch_chunks /= 2;
 	if (x->o.cache_bytes < (uint64_t)(x->o.prefetch_chunks + 4) * x->chunk)
 		x->o.prefetch_threads = 0;
 	x->ts = calloc(p->n_tensors ? p->n_tensors : 1, sizeof(*x->ts));

@@ -8,6 +8,8 @@
 #     page later), are not taken for streams, even when they fall in the same or the next chunk
 #     as an earlier read: nothing is prefetched for them.
 #  3. The bytes are the same as `blendfs merge` writes.
+#  4. With four prefetch threads (the default on machines of 5 CPUs or more; 1 here), 16 chunks
+#     queued ahead, a sequential read still computes every chunk once and reads those bytes.
 . "$(dirname "$0")/lib.sh"
 cd "$CONF" || fail "no conformance dir"
 # read-ahead of 4 KiB: the kernel asks for the ~105 KiB file page by page, as a stream
@@ -66,4 +68,25 @@ ok "scattered page reads prefetch nothing"
 "$BLENDFS" merge --log-level warn cases/ties.yaml "$TMP/merged" >/dev/null || fail "merge failed"
 cmp -s "$f" "$TMP/merged/model.safetensors" || fail "mounted bytes differ from blendfs merge"
 ok "bytes equal blendfs merge"
+bf_umount "$TMP/mnt"
+
+bf_mount cases/ties.yaml "$TMP/mnt" --cache-size 4M --chunk-size 1K --readahead-kb 4 --prefetch 4
+$PY - "$f" "$TMP/seq4" <<'PY' || fail "sequential read with 4 prefetch threads failed"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+with open(sys.argv[2], "wb") as out:
+    while True:
+        b = os.read(fd, 4096)
+        if not b:
+            break
+        out.write(b)
+os.close(fd)
+PY
+out=$(field output_bytes)
+computed=$(field bytes_computed)
+pf=$(field chunks_prefetched)
+[ "$computed" = "$out" ] || fail "4 prefetch threads: $computed bytes computed for $out: chunks computed twice"
+[ "$pf" -gt 0 ] || fail "4 prefetch threads prefetched nothing"
+cmp -s "$TMP/seq4" "$TMP/merged/model.safetensors" || fail "4 prefetch threads: bytes differ from blendfs merge"
+ok "4 prefetch threads: every chunk computed once ($pf of them ahead), bytes equal blendfs merge"
 bf_umount "$TMP/mnt"
