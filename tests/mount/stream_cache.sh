@@ -8,7 +8,7 @@
 #     page later), are not taken for streams, even when they fall in the same or the next chunk
 #     as an earlier read: nothing is prefetched for them.
 #  3. The bytes are the same as `blendfs merge` writes.
-#  4. With four prefetch threads (the default on machines of 5 CPUs or more; 1 here), 16 chunks
+#  4. With four prefetch threads (the default on machines of 5 CPUs or more; 1 here), 8 chunks
 #     queued ahead, a sequential read still computes every chunk once and reads those bytes.
 . "$(dirname "$0")/lib.sh"
 cd "$CONF" || fail "no conformance dir"
