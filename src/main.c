@@ -198,6 +198,53 @@ static unsigned default_prefetch(void)
 	return n - 1 < 4 ? (unsigned)(n - 1) : 4;
 }
 
+/* Whether /proc/self/mountinfo lists a fuse.blendfs mount on mnt (as given, made absolute
+ * without resolving links: a dead mount cannot be stat'ed, so realpath() cannot walk it). */
+static bool stale_blendfs_mount(const char *mnt)
+{
+	char *abs = NULL;
+	while (mnt[0] == '.' && mnt[1] == '/')
+		mnt += 2;
+	if (mnt[0] == '/') {
+		abs = bf_xstrdup(mnt);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)))
+			return false;
+		abs = bf_xasprintf("%s/%s", cwd, mnt);
+	}
+	size_t n = strlen(abs);
+	while (n > 1 && abs[n - 1] == '/')
+		abs[--n] = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	bool found = false;
+	char line[4096];
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		/* id parent major:minor root MOUNTPOINT options ... - FSTYPE source super */
+		char point[PATH_MAX], fstype[64];
+		const char *sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || sscanf(sep + 3, "%63s", fstype) != 1)
+			continue;
+		/* mountinfo escapes space, tab, newline and backslash as \ooo */
+		char *w = point;
+		for (const char *r = point; *r; r++) {
+			if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
+			    r[3] <= '7') {
+				*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+				r += 3;
+			} else {
+				*w++ = *r;
+			}
+		}
+		*w = 0;
+		found = !strcmp(point, abs) && !strcmp(fstype, "fuse.blendfs");
+	}
+	if (f)
+		fclose(f);
+	free(abs);
+	return found;
+}
+
 static int cmd_mount(int argc, char **argv)
 {
 	struct common_opts c;
@@ -281,6 +328,21 @@ static int cmd_mount(int argc, char **argv)
 	struct bf_err err = { { 0 } };
 
 	struct stat st;
+	/* a dead FUSE mount can still answer stat() from the attribute cache; opening the directory
+	 * asks its daemon */
+	int dfd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	bool dead = dfd < 0 && errno == ENOTCONN;
+	if (dfd >= 0)
+		close(dfd);
+	if (dead && stale_blendfs_mount(mnt)) {
+		/* a blendfs daemon died and its auto_unmount helper did not clear the mount: clear
+		 * it now (only a blendfs mount, only a dead one), so that a restart just works */
+		struct bf_err uerr = { { 0 } };
+		if (bf_fuse_unmount(mnt, true, &uerr) == 0)
+			fprintf(stderr, "blendfs: %s was a stale blendfs mount (its daemon had died): unmounted it\n", mnt);
+		else
+			fprintf(stderr, "blendfs: %s\n", uerr.msg);
+	}
 	if (stat(mnt, &st) < 0) {
 		if (errno == ENOTCONN)
 			fprintf(stderr, "blendfs: %s is a stale mount (its daemon died); run: fusermount3 -u %s\n", mnt, mnt);
