@@ -218,7 +218,8 @@ static bool stale_blendfs_mount(const char *mnt)
 		abs[--n] = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "r");
 	bool found = false;
-	char line[4096];
+	char line[4 * PATH_MAX]; /* two escaped paths and the options: longer lines are split, and the
+				  * pieces fail the parse */
 	while (f && !found && fgets(line, sizeof(line), f)) {
 		/* id parent major:minor root MOUNTPOINT options ... - FSTYPE source super */
 		char point[PATH_MAX], fstype[64];
