@@ -218,8 +218,7 @@ static bool stale_blendfs_mount(const char *mnt)
 		abs[--n] = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "r");
 	bool found = false;
-	char line[4 * PATH_MAX]; /* two escaped paths and the options: longer lines are split, and the
-				  * pieces fail the parse */
+	char line[4 * PATH_MAX]; /* room for two escaped paths and the options */
 	while (f && !found && fgets(line, sizeof(line), f)) {
 		/* id parent major:minor root MOUNTPOINT options ... - FSTYPE source super */
 		char point[PATH_MAX], fstype[64];
