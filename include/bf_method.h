@@ -128,6 +128,15 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
  * so skip the widening pass. */
 typedef int (*bf_stream_raw_fn)(void *ctx, const void *const *raw, uint64_t e0, size_t n);
 int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
+/* bf_stream_run_raw for passes whose blocks are independent: fn may run for several blocks at
+ * once, on other threads, in any order. Block b holds elements [b * B, min((b + 1) * B, numel))
+ * with B = bf_stream_block(t), the blocks of bf_stream_run_raw, so a pass that keeps one result
+ * per block and combines them in block order afterwards has the sequential pass's bytes. fn
+ * must not return BF_STREAM_STOP. Runs sequentially unless the exec layer has threads to spare
+ * (a mount with several prefetch threads: the statistics of one tensor otherwise hold back
+ * every reader of it). */
+uint64_t bf_stream_block(const struct bf_otensor *t);
+int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

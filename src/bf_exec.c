@@ -280,14 +280,18 @@ const char *bf_stream_model_ref(const struct bf_stream *s, uint32_t model)
 	return s->x->p->models[model]->ref;
 }
 
+uint64_t bf_stream_block(const struct bf_otensor *t)
+{
+	uint64_t blk = STREAM_ELEMS / t->row_len * t->row_len;
+	return blk ? blk : t->row_len;
+}
+
 /* The loop of bf_stream_run and bf_stream_run_raw: exactly one of fn, fn_raw is set. */
 static int stream_loop(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
 		       void *ctx)
 {
 	struct bf_exec *x = s->x;
-	uint64_t blk = STREAM_ELEMS / t->row_len * t->row_len;
-	if (!blk)
-		blk = t->row_len;
+	uint64_t blk = bf_stream_block(t);
 	float *in[BF_MAX_MODELS * 4 + 1];
 	const char *raw[BF_MAX_MODELS * 4 + 1];
 	for (uint64_t e = 0; e < t->numel; e += blk) {
@@ -313,6 +317,34 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
 int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
 {
 	return stream_loop(s, t, NULL, fn, ctx);
+}
+
+int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
+{
+	struct bf_exec *x = s->x;
+	uint64_t blk = bf_stream_block(t), nb = (t->numel + blk - 1) / blk;
+	/* as many threads as prefetch threads: a mount that has them has the cores */
+	int nt = x->o.prefetch_threads > 1 ? (int)x->o.prefetch_threads : 1;
+	if (nt < 2 || nb < 4)
+		return stream_loop(s, t, NULL, fn, ctx);
+	_Atomic int err = 0;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+	for (uint64_t b = 0; b < nb; b++) {
+		if (atomic_load(&err))
+			continue;
+		uint64_t e = b * blk;
+		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
+		const char *raw[BF_MAX_MODELS * 4 + 1];
+		int r = read_raw(x, t, e, n, raw);
+		if (!r)
+			r = fn(ctx, (const void *const *)raw, e, n);
+		if (r) {
+			int none = 0;
+			atomic_compare_exchange_strong(&err, &none, r > 0 ? -EINVAL : r); /* STOP is not allowed */
+		}
+	}
+	int r = atomic_load(&err);
+	return r ? r : inputs_fresh(x, t);
 }
 
 bool bf_all_bf16(const struct bf_otensor *t)

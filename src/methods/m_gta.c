@@ -285,10 +285,36 @@ static int gta_mask(const struct gta_stats *st, uint32_t i, const float *d, uint
  * Statistics
  */
 
+/* mask_pack for blocks that run at the same time: the words a block only partly covers (its
+ * first and last) are shared with its neighbours, so their bits are ORed in atomically; the
+ * words in between are the block's alone. */
+static void bits_pack_shared(uint64_t *w, uint64_t e0, const float *mask, size_t n)
+{
+	size_t head = (size_t)((64 - (e0 & 63)) & 63);
+	if (head > n)
+		head = n;
+	size_t mid = (n - head) / 64 * 64;
+	for (int part = 0; part < 2; part++) {
+		size_t a = part ? head + mid : 0, b = part ? n : head;
+		if (a == b)
+			continue;
+		uint64_t x = 0;
+		for (size_t j = a; j < b; j++)
+			x |= (uint64_t)(mask[j] != 0.0f) << ((e0 + j) & 63);
+		__atomic_fetch_or(&w[(e0 + a) >> 6], x, __ATOMIC_RELAXED);
+	}
+	if (mid)
+		bf_kern->mask_pack(w, e0 + head, mask + head, mid);
+}
+
 struct gta_pass {
 	struct gta_stats *st;
 	int kind;                /* 0: selection passes, 1: L1 sums */
 	double a[BF_MAX_MODELS * 4], b[BF_MAX_MODELS * 4];
+	/* the L1 pass over bf16 (bf_stream_run_raw_par): block bi's sums of model i at [bi * n + i],
+	 * added into a, b in block order afterwards, as the sequential pass adds them */
+	double *pa, *pb;
+	uint64_t blk;
 };
 
 /* A model whose selections still want keys in this pass. */
@@ -317,10 +343,20 @@ static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint6
 	int r = gta_mask(st, i, d, e0, n, mask);
 	if (r)
 		return r;
-	if (st->bits && e0 < st->bits->cap) /* blocks arrive in order, on one thread */
-		bf_kern->mask_pack(st->bits->words + (uint64_t)i * st->bits->per, e0, mask,
-				   (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
-	bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
+	if (st->bits && e0 < st->bits->cap) {
+		uint64_t *w = st->bits->words + (uint64_t)i * st->bits->per;
+		size_t m = (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n);
+		if (ps->pa)
+			bits_pack_shared(w, e0, mask, m); /* blocks may run at once */
+		else
+			bf_kern->mask_pack(w, e0, mask, m); /* blocks arrive in order, on one thread */
+	}
+	if (ps->pa) {
+		size_t k = (size_t)(e0 / ps->blk) * st->n + i;
+		bf_kern->l1_pair(d, mask, n, &ps->pa[k], &ps->pb[k]);
+	} else {
+		bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
+	}
 	return 0;
 }
 
@@ -494,7 +530,27 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 					 st->bits->cap < N ? &mask_bits_partial : &mask_bits_kept, 1);
 		}
 		ps.kind = 1;
-		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
+		if (bf_all_bf16(t)) {
+			/* blocks are independent here: several threads may share a large tensor */
+			ps.blk = bf_stream_block(t);
+			size_t nb = (size_t)((N + ps.blk - 1) / ps.blk);
+			ps.pa = calloc(nb * n, sizeof(double));
+			ps.pb = calloc(nb * n, sizeof(double));
+			if (!ps.pa || !ps.pb)
+				r = -ENOMEM;
+			else
+				r = bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps);
+			for (size_t bi = 0; bi < nb && !r; bi++)
+				for (uint32_t i = 0; i < n; i++) {
+					ps.a[i] += ps.pa[bi * n + i];
+					ps.b[i] += ps.pb[bi * n + i];
+				}
+			free(ps.pa);
+			free(ps.pb);
+			ps.pa = ps.pb = NULL;
+		} else {
+			r = bf_stream_run(s, t, gta_block, &ps);
+		}
 		for (uint32_t i = 0; i < n && !r; i++) {
 			struct gta_model *m = &st->m[i];
 			float a = (float)ps.a[i], b = (float)ps.b[i];

@@ -1,0 +1,40 @@
+#!/bin/bash
+# par_stats.sh: the L1 statistics of dare_ties and della computed by several threads at once
+# (a mount with --prefetch 4 spreads the blocks of one tensor over 4 OpenMP threads; the block
+# sums are added in block order afterwards, and mask bits on words two blocks share are ORed in
+# atomically) give the bytes of `blendfs merge` with no mask bits at all (BLENDFS_MASK_BITS=0:
+# every mask drawn again where it is used, so the bits are checked against an independent
+# draw): with every mask kept as bits, and with a budget so small that tensors keep a prefix.
+# Rows of 500 and 1000 elements make statistics blocks of 65500 and 65000 elements, so block
+# boundaries fall inside 64-bit mask words; tensors of 250000-500000 elements have 4-8 blocks.
+. "$(dirname "$0")/lib.sh"
+G="$PY $TOOLS/gen_models.py --hidden 500 --intermediate 1000 --layers 1 --vocab 1000 --heads 10 --kv-heads 10"
+$G "$TMP/m/base" --seed 1 >/dev/null || fail "gen"
+$G "$TMP/m/a" --from "$TMP/m/base" --delta-scale 0.004 --seed 2 >/dev/null || fail "gen"
+$G "$TMP/m/b" --from "$TMP/m/base" --delta-scale 0.004 --sparse 0.3 --seed 3 >/dev/null || fail "gen"
+for method in dare_ties della; do
+	r=$TMP/$method.yaml
+	{
+		echo "models:"
+		for m in a b; do
+			printf '  - model: %s/m/%s\n    parameters: {weight: 0.5, density: 0.5}\n' "$TMP" "$m"
+		done
+		echo "base_model: $TMP/m/base"
+		echo "merge_method: $method"
+		echo "dtype: bfloat16"
+		echo "random_seed: 7"
+	} >"$r"
+	BLENDFS_MASK_BITS=0 "$BLENDFS" merge --no-sync --log-level warn "$r" "$TMP/ref-$method" || fail "merge $method"
+	for bits in "" 200000; do
+		BLENDFS_MASK_BITS=$bits bf_mount "$r" "$TMP/mnt" --prefetch 4
+		cmp "$TMP/mnt/model.safetensors" "$TMP/ref-$method/model.safetensors" ||
+			fail "$method, 4 threads per tensor${bits:+, mask budget $bits}: bytes differ from blendfs merge without mask bits"
+		st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
+		if [ -n "$bits" ]; then
+			p=$(sed -n 's/^mask_bits_partial: //p' "$TMP/mnt/.blendfs/status")
+			[ "$p" -gt 0 ] || fail "$method: a $bits-byte mask budget kept every mask whole ($st)"
+		fi
+		bf_umount "$TMP/mnt"
+		ok "$method, 4 threads per tensor${bits:+, mask budget $bits}: same bytes as blendfs merge without mask bits ($st)"
+	done
+done
