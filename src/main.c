@@ -187,8 +187,8 @@ static const char mount_help[] =
 
 /* Prefetch threads when --prefetch is not given: one per CPU this process may run on, less one
  * for the reader, at most 4. A 16-core machine measured one sequential reader at 2x the
- * throughput with 4 than with 1 for linear, +25-60% for ties and dare_ties; 8 or 15 were slower
- * than 4 (docs/performance.md, round 6). 2 CPUs: 1, as before. */
+ * throughput with 4 than with 1 for linear, +25-60% for ties and dare_ties; linear and ties
+ * were slower with 8 or 15 (docs/performance.md, round 6). 2 CPUs: 1, as before. */
 static unsigned default_prefetch(void)
 {
 	cpu_set_t set;
