@@ -328,7 +328,9 @@ int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_st
 	if (nt < 2 || nb < 4)
 		return stream_loop(s, t, NULL, fn, ctx);
 	_Atomic int err = 0;
+#ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+#endif
 	for (uint64_t b = 0; b < nb; b++) {
 		if (atomic_load(&err))
 			continue;
