@@ -137,6 +137,8 @@ int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream
  * every reader of it). */
 uint64_t bf_stream_block(const struct bf_otensor *t);
 int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
+/* The same with f32 views of the inputs, as bf_stream_run. */
+int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

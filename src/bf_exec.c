@@ -319,14 +319,16 @@ int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream
 	return stream_loop(s, t, NULL, fn, ctx);
 }
 
-int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
+/* The loop of the _par variants: exactly one of fn, fn_raw is set. */
+static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
+			   void *ctx)
 {
 	struct bf_exec *x = s->x;
 	uint64_t blk = bf_stream_block(t), nb = (t->numel + blk - 1) / blk;
 	/* as many threads as prefetch threads: a mount that has them has the cores */
 	int nt = x->o.prefetch_threads > 1 ? (int)x->o.prefetch_threads : 1;
 	if (nt < 2 || nb < 4)
-		return stream_loop(s, t, NULL, fn, ctx);
+		return stream_loop(s, t, fn, fn_raw, ctx);
 	_Atomic int err = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -336,10 +338,13 @@ int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_st
 			continue;
 		uint64_t e = b * blk;
 		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
+		float *in[BF_MAX_MODELS * 4 + 1];
 		const char *raw[BF_MAX_MODELS * 4 + 1];
 		int r = read_raw(x, t, e, n, raw);
-		if (!r)
-			r = fn(ctx, (const void *const *)raw, e, n);
+		if (!r && fn_raw)
+			r = fn_raw(ctx, (const void *const *)raw, e, n);
+		else if (!r && !(r = widen(t, raw, 0, n, in)))
+			r = fn(ctx, (const float *const *)in, e, n);
 		if (r) {
 			int none = 0;
 			atomic_compare_exchange_strong(&err, &none, r > 0 ? -EINVAL : r); /* STOP is not allowed */
@@ -347,6 +352,16 @@ int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_st
 	}
 	int r = atomic_load(&err);
 	return r ? r : inputs_fresh(x, t);
+}
+
+int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
+{
+	return stream_loop_par(s, t, fn, NULL, ctx);
+}
+
+int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
+{
+	return stream_loop_par(s, t, NULL, fn, ctx);
 }
 
 bool bf_all_bf16(const struct bf_otensor *t)

@@ -311,7 +311,7 @@ struct gta_pass {
 	struct gta_stats *st;
 	int kind;                /* 0: selection passes, 1: L1 sums */
 	double a[BF_MAX_MODELS * 4], b[BF_MAX_MODELS * 4];
-	/* the L1 pass over bf16 (bf_stream_run_raw_par): block bi's sums of model i at [bi * n + i],
+	/* the L1 pass (bf_stream_run_par, _raw_par): block bi's sums of model i at [bi * n + i],
 	 * added into a, b in block order afterwards, as the sequential pass adds them */
 	double *pa, *pb;
 	uint64_t blk;
@@ -530,27 +530,24 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 					 st->bits->cap < N ? &mask_bits_partial : &mask_bits_kept, 1);
 		}
 		ps.kind = 1;
-		if (bf_all_bf16(t)) {
-			/* blocks are independent here: several threads may share a large tensor */
-			ps.blk = bf_stream_block(t);
-			size_t nb = (size_t)((N + ps.blk - 1) / ps.blk);
-			ps.pa = calloc(nb * n, sizeof(double));
-			ps.pb = calloc(nb * n, sizeof(double));
-			if (!ps.pa || !ps.pb)
-				r = -ENOMEM;
-			else
-				r = bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps);
-			for (size_t bi = 0; bi < nb && !r; bi++)
-				for (uint32_t i = 0; i < n; i++) {
-					ps.a[i] += ps.pa[bi * n + i];
-					ps.b[i] += ps.pb[bi * n + i];
-				}
-			free(ps.pa);
-			free(ps.pb);
-			ps.pa = ps.pb = NULL;
-		} else {
-			r = bf_stream_run(s, t, gta_block, &ps);
-		}
+		/* blocks are independent here: several threads may share a large tensor */
+		ps.blk = bf_stream_block(t);
+		size_t nb = (size_t)((N + ps.blk - 1) / ps.blk);
+		ps.pa = calloc(nb * n, sizeof(double));
+		ps.pb = calloc(nb * n, sizeof(double));
+		if (!ps.pa || !ps.pb)
+			r = -ENOMEM;
+		else
+			r = bf_all_bf16(t) ? bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps) :
+					     bf_stream_run_par(s, t, gta_block, &ps);
+		for (size_t bi = 0; bi < nb && !r; bi++)
+			for (uint32_t i = 0; i < n; i++) {
+				ps.a[i] += ps.pa[bi * n + i];
+				ps.b[i] += ps.pb[bi * n + i];
+			}
+		free(ps.pa);
+		free(ps.pb);
+		ps.pa = ps.pb = NULL;
 		for (uint32_t i = 0; i < n && !r; i++) {
 			struct gta_model *m = &st->m[i];
 			float a = (float)ps.a[i], b = (float)ps.b[i];

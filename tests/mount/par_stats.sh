@@ -7,34 +7,40 @@
 # draw): with every mask kept as bits, and with a budget so small that tensors keep a prefix.
 # Rows of 500 and 1000 elements make statistics blocks of 65500 and 65000 elements, so block
 # boundaries fall inside 64-bit mask words; tensors of 250000-500000 elements have 4-8 blocks.
+# bf16 models take the raw-bytes pass, fp16 ones the pass over f32 views.
 . "$(dirname "$0")/lib.sh"
 G="$PY $TOOLS/gen_models.py --hidden 500 --intermediate 1000 --layers 1 --vocab 1000 --heads 10 --kv-heads 10"
-$G "$TMP/m/base" --seed 1 >/dev/null || fail "gen"
-$G "$TMP/m/a" --from "$TMP/m/base" --delta-scale 0.004 --seed 2 >/dev/null || fail "gen"
-$G "$TMP/m/b" --from "$TMP/m/base" --delta-scale 0.004 --sparse 0.3 --seed 3 >/dev/null || fail "gen"
-for method in dare_ties della; do
-	r=$TMP/$method.yaml
-	{
-		echo "models:"
-		for m in a b; do
-			printf '  - model: %s/m/%s\n    parameters: {weight: 0.5, density: 0.5}\n' "$TMP" "$m"
+for dt in bfloat16 float16; do
+	M=$TMP/m-$dt
+	$G "$M/base" --dtype $dt --seed 1 >/dev/null || fail "gen"
+	$G "$M/a" --from "$M/base" --delta-scale 0.004 --seed 2 >/dev/null || fail "gen"
+	$G "$M/b" --from "$M/base" --delta-scale 0.004 --sparse 0.3 --seed 3 >/dev/null || fail "gen"
+	for method in dare_ties della; do
+		r=$TMP/$method-$dt.yaml
+		ref=$TMP/ref-$method-$dt
+		{
+			echo "models:"
+			for m in a b; do
+				printf '  - model: %s/%s\n    parameters: {weight: 0.5, density: 0.5}\n' "$M" "$m"
+			done
+			echo "base_model: $M/base"
+			echo "merge_method: $method"
+			echo "dtype: $dt"
+			echo "random_seed: 7"
+		} >"$r"
+		BLENDFS_MASK_BITS=0 "$BLENDFS" merge --no-sync --log-level warn "$r" "$ref" || fail "merge $method"
+		for bits in "" 200000; do
+			what="$method ($dt), 4 threads per tensor${bits:+, mask budget $bits}"
+			BLENDFS_MASK_BITS=$bits bf_mount "$r" "$TMP/mnt" --prefetch 4
+			cmp "$TMP/mnt/model.safetensors" "$ref/model.safetensors" ||
+				fail "$what: bytes differ from blendfs merge without mask bits"
+			st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
+			if [ -n "$bits" ]; then
+				p=$(sed -n 's/^mask_bits_partial: //p' "$TMP/mnt/.blendfs/status")
+				[ "$p" -gt 0 ] || fail "$what: the budget kept every mask whole ($st)"
+			fi
+			bf_umount "$TMP/mnt"
+			ok "$what: same bytes as blendfs merge without mask bits ($st)"
 		done
-		echo "base_model: $TMP/m/base"
-		echo "merge_method: $method"
-		echo "dtype: bfloat16"
-		echo "random_seed: 7"
-	} >"$r"
-	BLENDFS_MASK_BITS=0 "$BLENDFS" merge --no-sync --log-level warn "$r" "$TMP/ref-$method" || fail "merge $method"
-	for bits in "" 200000; do
-		BLENDFS_MASK_BITS=$bits bf_mount "$r" "$TMP/mnt" --prefetch 4
-		cmp "$TMP/mnt/model.safetensors" "$TMP/ref-$method/model.safetensors" ||
-			fail "$method, 4 threads per tensor${bits:+, mask budget $bits}: bytes differ from blendfs merge without mask bits"
-		st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
-		if [ -n "$bits" ]; then
-			p=$(sed -n 's/^mask_bits_partial: //p' "$TMP/mnt/.blendfs/status")
-			[ "$p" -gt 0 ] || fail "$method: a $bits-byte mask budget kept every mask whole ($st)"
-		fi
-		bf_umount "$TMP/mnt"
-		ok "$method, 4 threads per tensor${bits:+, mask budget $bits}: same bytes as blendfs merge without mask bits ($st)"
 	done
 done
