@@ -286,21 +286,29 @@ uint64_t bf_stream_block(const struct bf_otensor *t)
 	return blk ? blk : t->row_len;
 }
 
+/* One block of a statistics pass, elements [e, e + n): read, then fn_raw on the raw bytes or fn on
+ * f32 views (exactly one of them set). Returns the callback's result or -errno. */
+static int stream_block(struct bf_exec *x, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
+			void *ctx, uint64_t e, size_t n)
+{
+	float *in[BF_MAX_MODELS * 4 + 1];
+	const char *raw[BF_MAX_MODELS * 4 + 1];
+	int r = read_raw(x, t, e, n, raw);
+	if (!r && fn_raw)
+		r = fn_raw(ctx, (const void *const *)raw, e, n);
+	else if (!r && !(r = widen(t, raw, 0, n, in)))
+		r = fn(ctx, (const float *const *)in, e, n);
+	return r;
+}
+
 /* The loop of bf_stream_run and bf_stream_run_raw: exactly one of fn, fn_raw is set. */
 static int stream_loop(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
 		       void *ctx)
 {
 	struct bf_exec *x = s->x;
 	uint64_t blk = bf_stream_block(t);
-	float *in[BF_MAX_MODELS * 4 + 1];
-	const char *raw[BF_MAX_MODELS * 4 + 1];
 	for (uint64_t e = 0; e < t->numel; e += blk) {
-		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
-		int r = read_raw(x, t, e, n, raw);
-		if (!r && fn_raw)
-			r = fn_raw(ctx, (const void *const *)raw, e, n);
-		else if (!r && !(r = widen(t, raw, 0, n, in)))
-			r = fn(ctx, (const float *const *)in, e, n);
+		int r = stream_block(x, t, fn, fn_raw, ctx, e, (size_t)(t->numel - e < blk ? t->numel - e : blk));
 		if (r == BF_STREAM_STOP)
 			break;
 		if (r)
@@ -337,14 +345,7 @@ static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_s
 		if (atomic_load(&err))
 			continue;
 		uint64_t e = b * blk;
-		size_t n = (size_t)(t->numel - e < blk ? t->numel - e : blk);
-		float *in[BF_MAX_MODELS * 4 + 1];
-		const char *raw[BF_MAX_MODELS * 4 + 1];
-		int r = read_raw(x, t, e, n, raw);
-		if (!r && fn_raw)
-			r = fn_raw(ctx, (const void *const *)raw, e, n);
-		else if (!r && !(r = widen(t, raw, 0, n, in)))
-			r = fn(ctx, (const float *const *)in, e, n);
+		int r = stream_block(x, t, fn, fn_raw, ctx, e, (size_t)(t->numel - e < blk ? t->numel - e : blk));
 		if (r) {
 			int none = 0;
 			atomic_compare_exchange_strong(&err, &none, r > 0 ? -EINVAL : r); /* STOP is not allowed */
