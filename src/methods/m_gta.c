@@ -343,20 +343,12 @@ static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint6
 	int r = gta_mask(st, i, d, e0, n, mask);
 	if (r)
 		return r;
-	if (st->bits && e0 < st->bits->cap) {
-		uint64_t *w = st->bits->words + (uint64_t)i * st->bits->per;
-		size_t m = (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n);
-		if (ps->pa)
-			bits_pack_shared(w, e0, mask, m); /* blocks may run at once */
-		else
-			bf_kern->mask_pack(w, e0, mask, m); /* blocks arrive in order, on one thread */
-	}
-	if (ps->pa) {
-		size_t k = (size_t)(e0 / ps->blk) * st->n + i;
-		bf_kern->l1_pair(d, mask, n, &ps->pa[k], &ps->pb[k]);
-	} else {
-		bf_kern->l1_pair(d, mask, n, &ps->a[i], &ps->b[i]);
-	}
+	/* blocks may run at once (bf_stream_run_par): shared words atomically, sums per block */
+	if (st->bits && e0 < st->bits->cap)
+		bits_pack_shared(st->bits->words + (uint64_t)i * st->bits->per, e0, mask,
+				 (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
+	size_t k = (size_t)(e0 / ps->blk) * st->n + i;
+	bf_kern->l1_pair(d, mask, n, &ps->pa[k], &ps->pb[k]);
 	return 0;
 }
 
