@@ -69,11 +69,19 @@ static inline struct bf_bern bf_bern_init(float p)
 /* The refinement uniform r_i of element i (see above). */
 float bf_rng_refine(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t i);
 
+/* keep_i, as 1.0f or 0.0f, of an element i whose half word equals T (the rare tie: its
+ * refinement word decides). */
+static inline float bf_bern_tie(struct bf_bern b, const uint32_t key[2], uint32_t name_lo, uint32_t name_hi,
+				uint64_t i)
+{
+	return bf_rng_refine(key, name_lo, name_hi, i) < b.f ? 1.0f : 0.0f;
+}
+
 /* keep_i for element i of a half word v (see above): 1 or 0. */
 static inline int bf_bern_keep(struct bf_bern b, uint32_t v, const uint32_t key[2], uint32_t name_lo,
 			       uint32_t name_hi, uint64_t i)
 {
-	return v < b.t || (v == b.t && bf_rng_refine(key, name_lo, name_hi, i) < b.f);
+	return v < b.t || (v == b.t && bf_bern_tie(b, key, name_lo, name_hi, i) != 0.0f);
 }
 
 /* keep_i for one element of stream r, from its definition (one Philox call; for tests and

@@ -154,7 +154,7 @@ static void ref_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t na
 			uint32_t one = (0u - ((v - b.t) >> 31)) & 0x3f800000u;
 			memcpy(&out[j], &one, sizeof(one));
 			if (__builtin_expect(v == b.t, 0))
-				out[j] = bf_bern_keep(b, v, key, name_lo, name_hi, i) ? 1.0f : 0.0f;
+				out[j] = bf_bern_tie(b, key, name_lo, name_hi, i);
 		}
 	}
 }

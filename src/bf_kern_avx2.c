@@ -379,7 +379,7 @@ static inline void halves_keep8(const uint16_t *h, size_t n, struct bf_bern b, c
 		unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, vt)));
 		for (; eq; eq &= eq - 1) {
 			unsigned l = (unsigned)__builtin_ctz(eq);
-			out[k + l] = bf_rng_refine(key, name_lo, name_hi, i0 + k + l) < b.f ? 1.0f : 0.0f;
+			out[k + l] = bf_bern_tie(b, key, name_lo, name_hi, i0 + k + l);
 		}
 	}
 }

@@ -140,7 +140,7 @@ static void v512_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t n
 			_mm512_storeu_ps(out + j + k, _mm512_maskz_mov_ps(_mm512_cmplt_epu32_mask(v, vt), one));
 			for (unsigned eq = _mm512_cmpeq_epi32_mask(v, vt); eq; eq &= eq - 1) {
 				unsigned l = (unsigned)__builtin_ctz(eq);
-				out[j + k + l] = bf_rng_refine(key, name_lo, name_hi, i + k + l) < b.f ? 1.0f : 0.0f;
+				out[j + k + l] = bf_bern_tie(b, key, name_lo, name_hi, i + k + l);
 			}
 		}
 	}
