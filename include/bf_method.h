@@ -139,6 +139,16 @@ uint64_t bf_stream_block(const struct bf_otensor *t);
 int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
 /* The same with f32 views of the inputs, as bf_stream_run. */
 int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
+/* For a pass whose first block decides whether the others are independent (a selection's window
+ * pass, guessed from that block): block 0 runs first, alone; then split(ctx), on the calling
+ * thread, says whether the other blocks may run as in bf_stream_run_raw_par (true: fn must not
+ * return BF_STREAM_STOP for them) or in order as in bf_stream_run_raw (false). Without threads
+ * to spare the whole pass runs in order and split is not called. */
+int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn,
+			    bool (*split)(void *ctx), void *ctx);
+/* The same with f32 views of the inputs. */
+int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
+			void *ctx);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

@@ -25,11 +25,13 @@
 #ifndef BF_SELECT_H
 #define BF_SELECT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
 
+#define BF_SELECT_WIN 4  /* pass state: the window pass (bf_select_windowing) */
 #define BF_SELECT_DONE 5
 
 struct bf_select {
@@ -50,6 +52,13 @@ struct bf_select {
 	uint64_t col_n, col_cap, col_bytes;
 	uint64_t thr_key;     /* result: (thr_key, thr_idx); thr_key = 2^32 means "everything" */
 	uint64_t thr_idx;
+	/* the window pass fed from several threads (bf_select_feed_par) */
+	uint64_t par_blk;        /* elements per block: block b starts at element b * par_blk */
+	uint64_t par_nb;         /* blocks */
+	uint32_t *par_off;       /* per block: where its run of collected entries starts in ck/ci */
+	uint32_t *par_cnt;       /* per block: the run's length (what it matched) */
+	_Atomic uint64_t par_n;  /* entries matched so far (reservations in ck/ci) */
+	_Atomic uint64_t par_below;
 };
 
 static inline uint32_t bf_key_abs_asc(float x) { uint32_t u; memcpy(&u, &x, 4); return u & 0x7fffffffu; }
@@ -81,6 +90,32 @@ static inline bool bf_select_below(const struct bf_select *s, uint32_t key, uint
 {
 	return key < s->thr_key || (key == s->thr_key && idx < s->thr_idx);
 }
+
+/* ---- The window pass from several threads ---------------------------------------------------
+ * The window is guessed from the first block, so that block is fed with bf_select_feed, in
+ * order. If the selection is then windowing, the rest of the pass may be fed from several
+ * threads at once, in any block order: bf_select_par_begin once (blocks of blk elements, the
+ * last one shorter), then bf_select_feed_par for every block but the first, then
+ * bf_select_next_pass as always. Each block's matches are scanned into the caller's scratch and
+ * copied to a place reserved atomically in the collect buffer; bf_select_next_pass puts the runs
+ * back in block order before finishing, so the result is the sequential pass's, bit for bit.
+ * bf_select_par_begin returns -1 on allocation failure (feed sequentially then). */
+static inline bool bf_select_windowing(const struct bf_select *s) { return s->pass == BF_SELECT_WIN; }
+int bf_select_par_begin(struct bf_select *s, uint64_t blk);
+/* Undo bf_select_par_begin before any bf_select_feed_par (the pass goes on in order); no-op
+ * without it. */
+void bf_select_par_cancel(struct bf_select *s);
+/* keys[0..n) of the block starting at flat index idx0 (a multiple of blk, not 0). tk, ti: the
+ * calling thread's scratch, n + BF_SCAN_SLACK entries each. Thread-safe against other
+ * bf_select_feed_par calls on the same selection (for other blocks). */
+void bf_select_feed_par(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n, uint32_t *tk, uint32_t *ti);
+
+/* Process-wide counts, for .blendfs/status: window passes that settled a selection, windows that
+ * missed (more passes followed), and window passes fed from several threads. */
+struct bf_select_stats {
+	uint64_t windows_hit, windows_missed, windows_par;
+};
+void bf_select_get_stats(struct bf_select_stats *out);
 
 /* ---- Row-local rank thresholds (DELLA) -------------------------------------------------------
  * DELLA keeps element i of a row of L with probability ptab[r_i], where r_i is its 0-based rank

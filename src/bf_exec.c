@@ -70,7 +70,22 @@ struct bf_exec {
 
 struct bf_stream {
 	struct bf_exec *x;
+	int nt; /* threads a pass of independent blocks may use */
 };
+
+/* Set on threads that compute ahead of readers (prefetch threads, and a reader's thread that
+ * prepares the next tensor while it waits): nobody is blocked on what they compute. */
+static _Thread_local bool tl_ahead;
+
+/* Threads for the statistics of one tensor: a mount's prefetch threads (it has a core for
+ * each), and one more when a reader's thread computes statistics that it is blocked on itself;
+ * on two CPUs that is the only case with a core to spare, the other one serving or prefetching.
+ * `blendfs merge` (no prefetch threads) already runs a tensor per core: 1. */
+static int stats_threads(const struct bf_exec *x)
+{
+	unsigned n = x->o.prefetch_threads;
+	return (int)(n && !tl_ahead ? n + 1 : n ? n : 1);
+}
 
 
 static int method_index(const struct bf_method *m)
@@ -301,13 +316,14 @@ static int stream_block(struct bf_exec *x, const struct bf_otensor *t, bf_stream
 	return r;
 }
 
-/* The loop of bf_stream_run and bf_stream_run_raw: exactly one of fn, fn_raw is set. */
+/* The loop of bf_stream_run and bf_stream_run_raw from block b0 on: exactly one of fn, fn_raw is
+ * set. */
 static int stream_loop(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
-		       void *ctx)
+		       void *ctx, uint64_t b0)
 {
 	struct bf_exec *x = s->x;
 	uint64_t blk = bf_stream_block(t);
-	for (uint64_t e = 0; e < t->numel; e += blk) {
+	for (uint64_t e = b0 * blk; e < t->numel; e += blk) {
 		int r = stream_block(x, t, fn, fn_raw, ctx, e, (size_t)(t->numel - e < blk ? t->numel - e : blk));
 		if (r == BF_STREAM_STOP)
 			break;
@@ -319,29 +335,39 @@ static int stream_loop(struct bf_stream *s, const struct bf_otensor *t, bf_strea
 
 int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
 {
-	return stream_loop(s, t, fn, NULL, ctx);
+	return stream_loop(s, t, fn, NULL, ctx, 0);
 }
 
 int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
 {
-	return stream_loop(s, t, NULL, fn, ctx);
+	return stream_loop(s, t, NULL, fn, ctx, 0);
 }
 
-/* The loop of the _par variants: exactly one of fn, fn_raw is set. */
+/* The loop of the _par and _split variants: exactly one of fn, fn_raw is set; split, when set,
+ * sees block 0 done alone and says whether the others may run at once. */
 static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
-			   void *ctx)
+			   bool (*split)(void *ctx), void *ctx)
 {
 	struct bf_exec *x = s->x;
-	uint64_t blk = bf_stream_block(t), nb = (t->numel + blk - 1) / blk;
-	/* as many threads as prefetch threads: a mount that has them has the cores */
-	int nt = x->o.prefetch_threads > 1 ? (int)x->o.prefetch_threads : 1;
+	uint64_t blk = bf_stream_block(t), nb = (t->numel + blk - 1) / blk, b0 = 0;
+	int nt = s->nt;
 	if (nt < 2 || nb < 4)
-		return stream_loop(s, t, fn, fn_raw, ctx);
+		return stream_loop(s, t, fn, fn_raw, ctx, 0);
+	if (split) {
+		int r = stream_block(x, t, fn, fn_raw, ctx, 0, (size_t)(t->numel < blk ? t->numel : blk));
+		if (r == BF_STREAM_STOP)
+			return inputs_fresh(x, t);
+		if (r)
+			return r;
+		if (!split(ctx))
+			return stream_loop(s, t, fn, fn_raw, ctx, 1);
+		b0 = 1;
+	}
 	_Atomic int err = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
 #endif
-	for (uint64_t b = 0; b < nb; b++) {
+	for (uint64_t b = b0; b < nb; b++) {
 		if (atomic_load(&err))
 			continue;
 		uint64_t e = b * blk;
@@ -357,12 +383,24 @@ static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_s
 
 int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
 {
-	return stream_loop_par(s, t, fn, NULL, ctx);
+	return stream_loop_par(s, t, fn, NULL, NULL, ctx);
 }
 
 int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
 {
-	return stream_loop_par(s, t, NULL, fn, ctx);
+	return stream_loop_par(s, t, NULL, fn, NULL, ctx);
+}
+
+int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
+			void *ctx)
+{
+	return stream_loop_par(s, t, fn, NULL, split, ctx);
+}
+
+int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn,
+			    bool (*split)(void *ctx), void *ctx)
+{
+	return stream_loop_par(s, t, NULL, fn, split, ctx);
 }
 
 bool bf_all_bf16(const struct bf_otensor *t)
@@ -381,7 +419,7 @@ static int compute_stats(struct bf_exec *x, size_t ti, const void **stats)
 {
 	const struct bf_otensor *t = &x->p->tensors[ti];
 	struct tstate *s = &x->ts[ti];
-	struct bf_stream st = { x };
+	struct bf_stream st = { x, stats_threads(x) };
 	void *out = NULL;
 	uint64_t t0 = bf_now_ns();
 	int r = t->method->stats(&st, t, &out);
@@ -420,8 +458,12 @@ static bool help_with_stats(struct bf_exec *x, size_t ti)
 	if (mine)
 		x->ts[nt].state = ST_COMPUTING;
 	pthread_mutex_unlock(&x->lock);
-	if (mine)
+	if (mine) {
+		bool was = tl_ahead;
+		tl_ahead = true;
 		compute_stats(x, (size_t)nt, NULL); /* a failure is retried by whoever needs nt */
+		tl_ahead = was;
+	}
 	return mine;
 }
 
@@ -718,6 +760,7 @@ static bool pf_pop(struct bf_exec *x, struct pf_job *j)
 static void *pf_main(void *arg)
 {
 	struct bf_exec *x = arg;
+	tl_ahead = true;
 	pthread_mutex_lock(&x->pf_lock);
 	for (;;) {
 		while (!x->pf_len && !x->pf_stop)
@@ -744,8 +787,12 @@ static void help_prefetch(struct bf_exec *x)
 	pthread_mutex_lock(&x->pf_lock);
 	bool got = pf_pop(x, &j);
 	pthread_mutex_unlock(&x->pf_lock);
-	if (got)
+	if (got) {
+		bool was = tl_ahead;
+		tl_ahead = true;
 		run_pf_job(x, j);
+		tl_ahead = was;
+	}
 }
 
 int bf_exec_start_prefetch(struct bf_exec *x)

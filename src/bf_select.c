@@ -35,7 +35,7 @@
 /* widest window, in buckets: past it the guess is too vague to be worth collecting for */
 #define WINDOW_MAX 256u
 
-enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_WIN = 4, P_DONE = BF_SELECT_DONE };
+enum { P_HI = 0, P_RADIX_LO = 1, P_COLLECT = 2, P_TIE = 3, P_WIN = BF_SELECT_WIN, P_DONE = BF_SELECT_DONE };
 
 uint64_t bf_select_collect_max = (uint64_t)1 << 22;
 
@@ -44,6 +44,14 @@ uint64_t bf_select_collect_max = (uint64_t)1 << 22;
  * is budgeted at 64 MiB. A selection that would go over does without (the next route). */
 #define COLLECT_BUDGET ((uint64_t)32 << 20)
 static _Atomic uint64_t collect_bytes;
+static _Atomic uint64_t n_windows_hit, n_windows_missed, n_windows_par;
+
+void bf_select_get_stats(struct bf_select_stats *out)
+{
+	out->windows_hit = atomic_load(&n_windows_hit);
+	out->windows_missed = atomic_load(&n_windows_missed);
+	out->windows_par = atomic_load(&n_windows_par);
+}
 
 static bool collect_reserve(uint64_t bytes)
 {
@@ -84,9 +92,18 @@ static bool collect_alloc(struct bf_select *s, uint64_t count)
 	return true;
 }
 
+static void par_free(struct bf_select *s)
+{
+	free(s->par_off);
+	free(s->par_cnt);
+	s->par_off = s->par_cnt = NULL;
+}
+
 int bf_select_init(struct bf_select *s, uint64_t rank, uint64_t total)
 {
 	memset(s, 0, sizeof(*s));
+	atomic_init(&s->par_n, 0);
+	atomic_init(&s->par_below, 0);
 	s->rank = rank;
 	s->total = total;
 	if (rank >= total) {
@@ -109,6 +126,7 @@ void bf_select_free(struct bf_select *s)
 	free(s->hist);
 	s->hist = NULL;
 	collect_release(s);
+	par_free(s);
 }
 
 /* The first block (n keys): guess the window of buckets around rank R / total from its
@@ -260,6 +278,7 @@ static void settle(struct bf_select *s)
 	free(s->hist);
 	s->hist = NULL;
 	collect_release(s);
+	par_free(s);
 }
 
 static void fail(struct bf_select *s)
@@ -352,17 +371,99 @@ static void after_hi(struct bf_select *s)
 	s->pass = P_RADIX_LO;
 }
 
+int bf_select_par_begin(struct bf_select *s, uint64_t blk)
+{
+	if (s->pass != P_WIN || !blk || s->par_off)
+		return -1;
+	uint64_t nb = (s->total + blk - 1) / blk;
+	s->par_off = calloc(nb, sizeof(uint32_t));
+	s->par_cnt = calloc(nb, sizeof(uint32_t));
+	if (!s->par_off || !s->par_cnt) {
+		par_free(s);
+		return -1;
+	}
+	s->par_blk = blk;
+	s->par_nb = nb;
+	/* block 0 (the sample) was fed in order: its run is at the front already */
+	s->par_cnt[0] = (uint32_t)s->col_n;
+	atomic_store(&s->par_n, s->col_n);
+	atomic_store(&s->par_below, 0);
+	atomic_fetch_add(&n_windows_par, 1);
+	return 0;
+}
+
+void bf_select_par_cancel(struct bf_select *s)
+{
+	if (s->par_off)
+		atomic_fetch_sub(&n_windows_par, 1);
+	par_free(s);
+}
+
+void bf_select_feed_par(struct bf_select *s, const uint32_t *keys, uint64_t idx0, size_t n, uint32_t *tk, uint32_t *ti)
+{
+	uint64_t c = 0, b = idx0 / s->par_blk;
+	uint64_t below = bf_kern->window_scan(keys, n, s->wlo << 16, ((s->whi - s->wlo) << 16) | 0xffffu,
+					      (uint32_t)idx0, tk, ti, &c, n);
+	atomic_fetch_add_explicit(&s->par_below, below, memory_order_relaxed);
+	/* matches count every element at most once: the total stays below 2^32 (spec mode) */
+	uint64_t at = atomic_fetch_add_explicit(&s->par_n, c, memory_order_relaxed);
+	if (b == 0 || b >= s->par_nb)
+		return; /* not a block of this pass: after_win sees the runs not add up */
+	s->par_off[b] = (uint32_t)at;
+	s->par_cnt[b] = (uint32_t)c;
+	if (at + c <= s->col_cap) {
+		memcpy(s->ck + at, tk, c * sizeof(uint32_t));
+		memcpy(s->ci + at, ti, c * sizeof(uint32_t));
+	}
+}
+
+/* After a window pass fed from several threads: the counts, and the runs back in block order
+ * (the finish relies on index order for the tie-break). False when the runs do not add up to
+ * what was matched (a block fed twice) or there is no memory to reorder them. */
+static bool par_gather(struct bf_select *s)
+{
+	s->below += atomic_load(&s->par_below);
+	s->col_n = atomic_load(&s->par_n);
+	uint64_t n = s->col_n, c0 = s->par_cnt[0], at = c0;
+	for (uint64_t b = 1; b < s->par_nb; b++)
+		at += s->par_cnt[b];
+	bool ok = at == n;
+	if (ok && n <= s->col_cap && n > c0) {
+		uint32_t *t = malloc(2 * (n - c0) * sizeof(uint32_t));
+		if (t) {
+			/* t holds the runs of blocks 1.. in order: keys, then indices */
+			uint32_t *tk = t, *ti = t + (n - c0);
+			at = 0;
+			for (uint64_t b = 1; b < s->par_nb; b++) {
+				memcpy(tk + at, s->ck + s->par_off[b], s->par_cnt[b] * sizeof(uint32_t));
+				memcpy(ti + at, s->ci + s->par_off[b], s->par_cnt[b] * sizeof(uint32_t));
+				at += s->par_cnt[b];
+			}
+			memcpy(s->ck + c0, tk, (n - c0) * sizeof(uint32_t));
+			memcpy(s->ci + c0, ti, (n - c0) * sizeof(uint32_t));
+			free(t);
+		} else {
+			ok = false;
+		}
+	}
+	par_free(s);
+	return ok;
+}
+
 /* End of the window pass: finish from the buffer when rank R fell inside the window, else
  * count the top bits over the whole tensor after all. */
 static void after_win(struct bf_select *s)
 {
+	bool usable = !s->par_off || par_gather(s);
 	uint64_t n = s->col_n;
-	if (n <= s->col_cap && s->rank >= s->below && s->rank - s->below < n) {
+	if (usable && n <= s->col_cap && s->rank >= s->below && s->rank - s->below < n) {
 		/* the bucket of rank R within the window (spec_start keeps whi - wlo < 256) */
 		s->need = s->rank - s->below;
+		atomic_fetch_add(&n_windows_hit, 1);
 		finish_collect(s, narrow(s, n, 16, s->wlo));
 		return;
 	}
+	atomic_fetch_add(&n_windows_missed, 1);
 	collect_release(s);
 	s->spec = false;
 	s->pass = P_HI; /* its feed allocates the full histogram, as after a declined guess */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bf_cache.h"
+#include "bf_select.h"
 #include "bf_vfs.h"
 
 static struct bf_vnode *add(struct bf_vfs *v, uint64_t parent, const char *name, enum bf_vkind kind)
@@ -121,6 +122,10 @@ char *bf_vfs_status_text(const struct bf_vfs *v, struct bf_exec *x, size_t *len)
 	fprintf(f, "chunks_computed: %" PRIu64 "\nbytes_computed: %" PRIu64 "\nbytes_copied: %" PRIu64
 		   "\nstatistics_computed: %" PRIu64 "\nread_errors: %" PRIu64 "\nchunks_prefetched: %" PRIu64 "\n",
 		es.chunks_computed, es.bytes_computed, es.bytes_copied, es.stats_computed, es.read_errors, es.prefetched);
+	struct bf_select_stats ss;
+	bf_select_get_stats(&ss);
+	fprintf(f, "select_windows_hit: %" PRIu64 "\nselect_windows_missed: %" PRIu64 "\nselect_windows_par: %" PRIu64 "\n",
+		ss.windows_hit, ss.windows_missed, ss.windows_par);
 	if (p->method->random) {
 		struct bf_mask_stats ms;
 		bf_method_mask_stats(&ms);

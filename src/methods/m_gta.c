@@ -315,6 +315,7 @@ struct gta_pass {
 	 * added into a, b in block order afterwards, as the sequential pass adds them */
 	double *pa, *pb;
 	uint64_t blk;
+	bool par;                /* selection pass: blocks after the first fed from several threads */
 };
 
 /* A model whose selections still want keys in this pass. */
@@ -329,10 +330,53 @@ static uint32_t key_flip(const struct gta_stats *st)
 	return st->cfg->sp == SP_MAGNITUDE ? ~0u : 0u;
 }
 
-static void select_feed(struct gta_model *m, const uint32_t *keys, uint64_t e0, size_t n)
+/* One block's keys to a model's selections: in order, or (ps->par, past the first block) into
+ * a place of their own in each selection's buffer, from any thread. */
+static int select_feed(const struct gta_pass *ps, struct gta_model *m, const uint32_t *keys, uint64_t e0, size_t n)
 {
-	bf_select_feed(&m->lo, keys, e0, n);
-	bf_select_feed(&m->hi, keys, e0, n);
+	if (!ps->par || e0 == 0) {
+		bf_select_feed(&m->lo, keys, e0, n);
+		bf_select_feed(&m->hi, keys, e0, n);
+		return 0;
+	}
+	uint32_t *tk = bf_scratch(2, 2 * (n + BF_SCAN_SLACK) * sizeof(uint32_t));
+	if (!tk)
+		return -ENOMEM;
+	struct bf_select *sel[2] = { &m->lo, &m->hi };
+	for (int j = 0; j < 2; j++)
+		if (bf_select_windowing(sel[j]))
+			bf_select_feed_par(sel[j], keys, e0, n, tk, tk + n + BF_SCAN_SLACK);
+	return 0;
+}
+
+/* After the first block of a selection pass: when every selection still open is in its window
+ * pass (the usual case: the first block's guess was taken), the other blocks only count and
+ * collect, and may be fed from several threads (bf_stream_run_raw_split). */
+static bool gta_split(void *ctx)
+{
+	struct gta_pass *ps = ctx;
+	struct gta_stats *st = ps->st;
+	for (uint32_t i = 0; i < st->n; i++) {
+		struct gta_model *m = &st->m[i];
+		if (!selecting(m))
+			continue;
+		if ((!bf_select_idle(&m->lo) && !bf_select_windowing(&m->lo)) ||
+		    (!bf_select_idle(&m->hi) && !bf_select_windowing(&m->hi)))
+			return false;
+	}
+	bool ok = true;
+	for (uint32_t i = 0; i < st->n && ok; i++) {
+		struct bf_select *sel[2] = { &st->m[i].lo, &st->m[i].hi };
+		for (int j = 0; j < 2 && ok; j++)
+			ok = !bf_select_windowing(sel[j]) || !bf_select_par_begin(sel[j], ps->blk);
+	}
+	if (!ok) /* no memory: the pass goes on in order */
+		for (uint32_t i = 0; i < st->n; i++) {
+			bf_select_par_cancel(&st->m[i].lo);
+			bf_select_par_cancel(&st->m[i].hi);
+		}
+	ps->par = ok;
+	return ok;
 }
 
 /* One model's share of an L1 pass block: its mask from the differences d, kept as bits when
@@ -368,7 +412,9 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 				continue;
 			busy = true;
 			bf_kern->abs_keys(keys, in[i + 1], in[0], key_flip(st), n);
-			select_feed(m, keys, e0, n);
+			int r = select_feed(ps, m, keys, e0, n);
+			if (r)
+				return r;
 		} else {
 			busy = true;
 			bf_kern->sub(d, in[i + 1], in[0], n);
@@ -378,7 +424,7 @@ static int gta_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 		}
 	}
 	/* every selection of this pass is settled (tie passes end early) */
-	return busy ? 0 : BF_STREAM_STOP;
+	return busy || ps->par ? 0 : BF_STREAM_STOP;
 }
 
 /* The L1 pass (kind 1) over bf16 inputs: the differences straight from the raw bytes. */
@@ -413,9 +459,11 @@ static int gta_select_bf16(void *ctx, const void *const *raw, uint64_t e0, size_
 			continue;
 		busy = true;
 		bf_kern->abs_keys_bf16(keys, raw[i + 1], raw[0], key_flip(st), n);
-		select_feed(m, keys, e0, n);
+		int r = select_feed(ps, m, keys, e0, n);
+		if (r)
+			return r;
 	}
-	return busy ? 0 : BF_STREAM_STOP;
+	return busy || ps->par ? 0 : BF_STREAM_STOP;
 }
 
 static void gta_free(void *p)
@@ -500,14 +548,16 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		gta_free(st);
 		return -ENOMEM;
 	}
-	struct gta_pass ps = { .st = st, .kind = 0 };
+	struct gta_pass ps = { .st = st, .kind = 0, .blk = bf_stream_block(t) };
 	while (need_select && !r) {
 		bool all_done = true;
 		for (uint32_t i = 0; i < n; i++)
 			all_done &= bf_select_done(&st->m[i].lo) && bf_select_done(&st->m[i].hi);
 		if (all_done)
 			break;
-		r = bf_all_bf16(t) ? bf_stream_run_raw(s, t, gta_select_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
+		ps.par = false;
+		r = bf_all_bf16(t) ? bf_stream_run_raw_split(s, t, gta_select_bf16, gta_split, &ps) :
+				     bf_stream_run_split(s, t, gta_block, gta_split, &ps);
 		for (uint32_t i = 0; i < n; i++) {
 			bf_select_next_pass(&st->m[i].lo);
 			bf_select_next_pass(&st->m[i].hi);

@@ -1,10 +1,15 @@
 #!/bin/bash
-# par_stats.sh: the L1 statistics of dare_ties and della computed by several threads at once
-# (a mount with --prefetch 4 spreads the blocks of one tensor over 4 OpenMP threads; the block
-# sums are added in block order afterwards, and mask bits on words two blocks share are ORed in
-# atomically) give the bytes of `blendfs merge` with no mask bits at all (BLENDFS_MASK_BITS=0:
-# every mask drawn again where it is used, so the bits are checked against an independent
-# draw): with every mask kept as bits, and with a budget so small that tensors keep a prefix.
+# par_stats.sh: the statistics of one tensor computed by several threads at once (a mount with
+# --prefetch 4 spreads the blocks of one tensor over 4-5 OpenMP threads) give the bytes of
+# `blendfs merge`, whose statistics run on one thread per tensor:
+# - the L1 sums of dare_ties and della (block sums added in block order afterwards, mask bits on
+#   words two blocks share ORed in atomically), against a merge with no mask bits at all
+#   (BLENDFS_MASK_BITS=0: every mask drawn again where it is used, so the bits are checked
+#   against an independent draw): with every mask kept as bits, and with a budget so small that
+#   tensors keep a prefix;
+# - the magnitude selections of ties and breadcrumbs_ties (the window pass after the first block
+#   fed from several threads, each block's matches in a place of its own, put back in block
+#   order before the tie-break), with .blendfs/status showing such passes ran.
 # Rows of 500 and 1000 elements make statistics blocks of 65500 and 65000 elements, so block
 # boundaries fall inside 64-bit mask words; tensors of 250000-500000 elements have 4-8 blocks.
 # bf16 models take the raw-bytes pass, fp16 ones the pass over f32 views.
@@ -15,7 +20,7 @@ for dt in bfloat16 float16; do
 	$G "$M/base" --dtype $dt --seed 1 >/dev/null || fail "gen"
 	$G "$M/a" --from "$M/base" --delta-scale 0.004 --seed 2 >/dev/null || fail "gen"
 	$G "$M/b" --from "$M/base" --delta-scale 0.004 --sparse 0.3 --seed 3 >/dev/null || fail "gen"
-	for method in dare_ties della; do
+	for method in dare_ties della ties breadcrumbs_ties; do
 		r=$TMP/$method-$dt.yaml
 		ref=$TMP/ref-$method-$dt
 		{
@@ -28,19 +33,27 @@ for dt in bfloat16 float16; do
 			echo "dtype: $dt"
 			echo "random_seed: 7"
 		} >"$r"
+		against="blendfs merge without mask bits"
+		case $method in ties | breadcrumbs_ties) against="blendfs merge (one thread per tensor)" ;; esac
 		BLENDFS_MASK_BITS=0 "$BLENDFS" merge --no-sync --log-level warn "$r" "$ref" || fail "merge $method"
-		for bits in "" 200000; do
+		budgets=("" 200000) # mask bits: kept whole, or over a prefix
+		case $method in ties | breadcrumbs_ties) budgets=("") ;; esac
+		for bits in "${budgets[@]}"; do
 			what="$method ($dt), 4 threads per tensor${bits:+, mask budget $bits}"
 			BLENDFS_MASK_BITS=$bits bf_mount "$r" "$TMP/mnt" --prefetch 4
 			cmp "$TMP/mnt/model.safetensors" "$ref/model.safetensors" ||
-				fail "$what: bytes differ from blendfs merge without mask bits"
-			st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
+				fail "$what: bytes differ from $against"
+			st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial|select_windows_par):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
+			case $method in ties | breadcrumbs_ties)
+				p=$(sed -n 's/^select_windows_par: //p' "$TMP/mnt/.blendfs/status")
+				[ "$p" -gt 0 ] || fail "$what: no selection pass ran on several threads ($st)" ;;
+			esac
 			if [ -n "$bits" ]; then
 				p=$(sed -n 's/^mask_bits_partial: //p' "$TMP/mnt/.blendfs/status")
 				[ "$p" -gt 0 ] || fail "$what: the budget kept every mask whole ($st)"
 			fi
 			bf_umount "$TMP/mnt"
-			ok "$what: same bytes as blendfs merge without mask bits ($st)"
+			ok "$what: same bytes as $against ($st)"
 		done
 	done
 done
