@@ -98,6 +98,9 @@ struct bf_kern {
 	 * with whole vectors. */
 	uint64_t (*window_scan)(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
 				uint32_t *oi, uint64_t *cn, uint64_t cap);
+	/* The 0-based rank of element i (key k) in the stable ascending order of keys[0..n): how
+	 * many keys[j] < k (unsigned), plus how many keys[j] == k with j < i (DELLA's exact ranks). */
+	uint64_t (*stable_rank)(const uint32_t *keys, size_t n, uint32_t k, size_t i);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
 	 * in struct bf_rng; index0 + n <= 2^64: element indices never wrap). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

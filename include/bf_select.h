@@ -125,13 +125,14 @@ void bf_select_get_stats(struct bf_select_stats *out);
  * zeros in a bucket of their own, everything more than 8 octaves below the largest in one
  * bottom bucket), which bounds every rank to its bucket's range [lo, hi]; u < ptab[lo] keeps,
  * u >= ptab[hi] drops, and only the rare u between the two (0.3-2% of the elements of real
- * task vectors) counts the rank among the bucket's members (zeros: by their index order).
- * Same masks as sorting the row, 1.7 times as fast (docs/performance.md, round 5). */
+ * task vectors) needs its exact rank: zeros by their index order among the zeros, the others
+ * counted over the row (bf_kern->stable_rank). Same masks as sorting the row, several times as
+ * fast (docs/performance.md, rounds 5 and 7). */
 #define BF_DELLA_BUCKETS 512u
 /* Scratch bytes bf_select_della_row needs for rows of L elements. */
 static inline size_t bf_select_della_scratch(size_t L)
 {
-	return (5 * L + 16 + 2 * (BF_DELLA_BUCKETS + 18)) * sizeof(uint32_t);
+	return (4 * L + 3 * (BF_DELLA_BUCKETS + 18)) * sizeof(uint32_t);
 }
 /* mask[0..L) of one row (d: the row's task-vector values, u: its uniforms). scratch: at least
  * bf_select_della_scratch(L) bytes, 4-aligned, owned by the caller. L >= 1, L < 2^32 - 16. */

@@ -317,6 +317,14 @@ static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uin
 	return below;
 }
 
+static uint64_t ref_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size_t i)
+{
+	uint64_t r = 0;
+	for (size_t j = 0; j < n; j++)
+		r += keys[j] < k || (keys[j] == k && j < i);
+	return r;
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -329,6 +337,7 @@ const struct bf_kern bf_kern_ref = {
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
+	.stable_rank = ref_stable_rank,
 	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,
 };
 

@@ -695,6 +695,28 @@ static uint64_t v_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint3
 	return below + bf_kern_ref.window_scan(keys + j, n - j, lo, w, idx0 + (uint32_t)j, ok, oi, cn, cap);
 }
 
+/* keys <= k over [0, i), keys < k over [i, n): unsigned compares as signed ones on sign-flipped
+ * values, 8 keys per step */
+static uint64_t v_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size_t i)
+{
+	const __m256i sign = _mm256_set1_epi32((int)0x80000000u), sk = _mm256_set1_epi32((int)(k ^ 0x80000000u));
+	size_t m = i < n ? i : n, j = 0;
+	uint64_t r = 0;
+	for (; j + 8 <= m; j += 8) { /* key <= k: not key > k */
+		__m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(keys + j)), sign);
+		r += 8u - (unsigned)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(v, sk))));
+	}
+	for (; j < m; j++)
+		r += keys[j] <= k;
+	for (; j + 8 <= n; j += 8) {
+		__m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(keys + j)), sign);
+		r += (unsigned)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(sk, v))));
+	}
+	for (; j < n; j++)
+		r += keys[j] < k;
+	return r;
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
@@ -706,6 +728,7 @@ static const struct bf_kern kern_avx2 = {
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,
+	.stable_rank = v_stable_rank,
 	.abs_keys = v_abs_keys, .abs_keys_bf16 = v_abs_keys_bf16, .dots_bf16 = v_dots_bf16,
 };
 

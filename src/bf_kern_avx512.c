@@ -148,6 +148,28 @@ static void v512_philox_mask(const uint32_t key[2], uint32_t name_lo, uint32_t n
 		base->philox_mask(key, name_lo, name_hi, i, n - j, p, out + j);
 }
 
+/* keys <= k over [0, i), keys < k over [i, n), 16 per step (unsigned compares into masks) */
+static uint64_t v512_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size_t i)
+{
+	const __m512i vk = _mm512_set1_epi32((int)k);
+	size_t m = i < n ? i : n, j = 0;
+	uint64_t r = 0;
+	for (; j + 16 <= m; j += 16)
+		r += (unsigned)__builtin_popcount(_mm512_cmple_epu32_mask(_mm512_loadu_si512(keys + j), vk));
+	if (j < m) {
+		__mmask16 t = (__mmask16)((1u << (m - j)) - 1u);
+		r += (unsigned)__builtin_popcount(_mm512_mask_cmple_epu32_mask(t, _mm512_maskz_loadu_epi32(t, keys + j), vk));
+		j = m;
+	}
+	for (; j + 16 <= n; j += 16)
+		r += (unsigned)__builtin_popcount(_mm512_cmplt_epu32_mask(_mm512_loadu_si512(keys + j), vk));
+	if (j < n) {
+		__mmask16 t = (__mmask16)((1u << (n - j)) - 1u);
+		r += (unsigned)__builtin_popcount(_mm512_mask_cmplt_epu32_mask(t, _mm512_maskz_loadu_epi32(t, keys + j), vk));
+	}
+	return r;
+}
+
 static struct bf_kern kern_avx512;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -162,6 +184,7 @@ static void build(void)
 	kern_avx512.name = "avx512f+avx2+f16c";
 	kern_avx512.philox_uniform = v512_philox_uniform;
 	kern_avx512.philox_mask = v512_philox_mask;
+	kern_avx512.stable_rank = v512_stable_rank;
 }
 
 const struct bf_kern *bf_kern_avx512(void)

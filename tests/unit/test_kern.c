@@ -584,6 +584,32 @@ BF_TEST(window_scan)
 	}
 }
 
+BF_TEST(stable_rank)
+{
+	/* by hand: keys 5 3 5 1 5, element 2 (a 5): 3 and 1 below, one 5 before it -> 3 */
+	const uint32_t hand[5] = { 5, 3, 5, 1, 5 };
+	EXPECT(bf_kern_ref.stable_rank(hand, 5, 5, 2) == 3);
+	EXPECT(bf_kern_ref.stable_rank(hand, 5, 5, 0) == 2);
+	EXPECT(bf_kern_ref.stable_rank(hand, 5, 1, 3) == 0);
+	/* every variant against the reference: lengths around the vector widths, keys with many
+	 * ties and with the top bit set (unsigned order), i anywhere from 0 to past the end */
+	uint32_t keys[700];
+	const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+	for (int round = 0; round < 3000; round++) {
+		size_t n = r32() % 700;
+		uint32_t spread = round % 3 == 0 ? 4 : round % 3 == 1 ? 1000 : 0xffffffffu;
+		for (size_t j = 0; j < n; j++)
+			keys[j] = (round & 4 ? 0x80000000u : 0u) + r32() % spread;
+		uint32_t k = n && r32() % 4 ? keys[r32() % n] : r32();
+		size_t i = r32() % (n + 20);
+		uint64_t want = 0;
+		for (size_t j = 0; j < n; j++)
+			want += keys[j] < k || (keys[j] == k && j < i);
+		for (int v = 0; v < 2 && ks[v]; v++)
+			EXPECT(ks[v]->stable_rank(keys, n, k, i) == want);
+	}
+}
+
 /* Equal bits, or both NaN: which payload survives when two NaNs meet is left open by IEEE 754,
  * and compilers swap the operands of commutative operations differently at each -O level. */
 static int same_or_nan(const float *a, const float *b, size_t n)
@@ -696,6 +722,7 @@ int main(void)
 		RUN(gta_bf16_steps);
 		RUN(abs_keys);
 		RUN(window_scan);
+		RUN(stable_rank);
 		RUN(reference_values);
 	}
 	return bf_test_report();
