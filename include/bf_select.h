@@ -120,19 +120,21 @@ void bf_select_get_stats(struct bf_select_stats *out);
 /* ---- Row-local rank thresholds (DELLA) -------------------------------------------------------
  * DELLA keeps element i of a row of L with probability ptab[r_i], where r_i is its 0-based rank
  * in the stable ascending order of |d| (equal magnitudes in index order) and ptab is
- * nondecreasing: mask[i] = u[i] < ptab[r_i] ? 1.0f : 0.0f. Most decisions need no exact rank:
+ * nondecreasing: mask[i] = u[i] < ptab[r_i] ? 1.0f : 0.0f, except that an element with d = +-0
+ * gets 0: dropping or keeping a zero task-vector entry gives the same bytes everywhere a mask
+ * is used (d * mask, |d| * mask, the sign election), so its draw is never compared (zeros still
+ * count in the ranks of the others). Most decisions need no exact rank:
  * the row's keys are counted into buckets ordered like the keys (64 per octave of |d|, the
  * zeros in a bucket of their own, everything more than 8 octaves below the largest in one
  * bottom bucket), which bounds every rank to its bucket's range [lo, hi]; u < ptab[lo] keeps,
  * u >= ptab[hi] drops, and only the rare u between the two (0.3-2% of the elements of real
- * task vectors) needs its exact rank: zeros by their index order among the zeros, the others
- * counted over the row (bf_kern->stable_rank). Same masks as sorting the row, several times as
+ * task vectors) needs its exact rank, counted over the row (bf_kern->stable_rank). Same masks as sorting the row, several times as
  * fast (docs/performance.md, rounds 5 and 7). */
 #define BF_DELLA_BUCKETS 512u
 /* Scratch bytes bf_select_della_row needs for rows of L elements. */
 static inline size_t bf_select_della_scratch(size_t L)
 {
-	return (4 * L + 3 * (BF_DELLA_BUCKETS + 18)) * sizeof(uint32_t);
+	return (3 * L + 3 * (BF_DELLA_BUCKETS + 18)) * sizeof(uint32_t);
 }
 /* mask[0..L) of one row (d: the row's task-vector values, u: its uniforms). scratch: at least
  * bf_select_della_scratch(L) bytes, 4-aligned, owned by the caller. L >= 1, L < 2^32 - 16. */

@@ -510,7 +510,7 @@ void bf_select_next_pass(struct bf_select *s)
 void bf_select_della_row(const float *d, size_t L, const float *u, const float *ptab, float *mask, void *scratch)
 {
 	const uint32_t NBX = BF_DELLA_BUCKETS + DELLA_JUNK + 2;
-	uint32_t *keys = scratch, *amb = keys + L, *ambz = amb + L, *s = ambz + L;
+	uint32_t *keys = scratch, *amb = keys + L, *s = amb + L;
 	float *plo = (float *)(s + NBX), *phi = plo + NBX;
 	uint16_t *bk = (uint16_t *)(phi + NBX), *hs = bk + L;
 	uint32_t kmax = 0, zc = 0;
@@ -539,29 +539,26 @@ void bf_select_della_row(const float *d, size_t L, const float *u, const float *
 	 * u >= phi[b] (that of its highest) */
 	s[0] = 0;
 	s[1] = zc;
-	for (uint32_t b = 0; b < nb; b++) {
-		uint32_t first = s[b], end = b ? s[b + 1] += first : zc; /* an empty bucket's are unused */
+	for (uint32_t b = 1; b < nb; b++) {
+		uint32_t first = s[b], end = s[b + 1] += first; /* an empty bucket's are unused */
 		plo[b] = ptab[first < L ? first : L - 1];
 		phi[b] = ptab[end ? end - 1 : 0];
 	}
-	/* the decisions the bucket settles; the others (amb) with the zeros before each */
+	plo[0] = phi[0] = 0.0f; /* zeros: mask 0, never undecided (u >= 0) */
+	/* the decisions the bucket settles; the others (amb) wait */
+	static const float f01[2] = { 0.0f, 1.0f };
 	size_t na = 0;
-	zc = 0;
 	for (size_t i = 0; i < L; i++) {
 		uint32_t b = bk[i];
 		float x = u[i], lo = plo[b], hi = phi[b];
-		mask[i] = (float)(x < lo);
+		mask[i] = f01[x < lo]; /* a load, not a branch: keep or drop is a coin flip */
 		amb[na] = (uint32_t)i;
-		ambz[na] = zc;
-		zc += b == 0;
 		na += (x >= lo) & (x < hi);
 	}
-	/* exact ranks of the few undecided: zeros rank by index among the zeros; others by counting
-	 * the row (a vector count: 0.2% of a task vector's elements, about 3 per row, beat listing
-	 * every bucket's members for them) */
+	/* exact ranks of the few undecided by counting the row (vector counts: 0.2% of a task
+	 * vector's elements, about 3 per row, beat listing every bucket's members for them) */
 	for (size_t a = 0; a < na; a++) {
 		uint32_t i = amb[a];
-		uint64_t r = bk[i] == 0 ? ambz[a] : bf_kern->stable_rank(keys, L, keys[i], i);
-		mask[i] = (float)(u[i] < ptab[r]);
+		mask[i] = (float)(u[i] < ptab[bf_kern->stable_rank(keys, L, keys[i], i)]);
 	}
 }
