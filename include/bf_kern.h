@@ -18,6 +18,22 @@
 
 #include "bf_dtype.h"
 
+/* DELLA row buckets (bf_select_della_row): 64 per octave of |d| (key >> 17); the zeros' counts
+ * spread over 16 junk slots (one would be a chain of dependent increments when a third of a row
+ * is zero) */
+#define BF_DELLA_SHIFT 17
+#define BF_DELLA_JUNK 16u
+
+/* One element of della_buckets (below): the reference, and the vector variants' tails. */
+static inline void bf_della_bucket(uint32_t k, size_t i, uint32_t base, uint32_t J, uint16_t *bk, uint16_t *hs)
+{
+	uint32_t nz = 0u - (uint32_t)(k != 0); /* no branch: zeros are common */
+	int32_t t = (int32_t)((k >> BF_DELLA_SHIFT) - base);
+	uint32_t b = (1u + (uint32_t)(t > 0 ? t : 0)) & nz;
+	bk[i] = (uint16_t)b;
+	hs[i] = (uint16_t)(((b + 1) & nz) | ((J + (uint32_t)(i & (BF_DELLA_JUNK - 1))) & ~nz));
+}
+
 /* entries past cap that window_scan may write */
 #define BF_SCAN_SLACK 16
 
@@ -101,6 +117,16 @@ struct bf_kern {
 	/* The 0-based rank of element i (key k) in the stable ascending order of keys[0..n): how
 	 * many keys[j] < k (unsigned), plus how many keys[j] == k with j < i (DELLA's exact ranks). */
 	uint64_t (*stable_rank)(const uint32_t *keys, size_t n, uint32_t k, size_t i);
+	/* The passes of a DELLA row (bf_select_della_row). della_keys: keys[i] = the bits of |d[i]|;
+	 * returns the largest, and the count of zeros in *zc. della_buckets: bk[i] = 0 for key 0,
+	 * else 1 + max((key >> BF_DELLA_SHIFT) - base, 0); hs[i] = its counter slot, bk[i] + 1, or
+	 * for a zero J + i % BF_DELLA_JUNK. della_decide: mask[i] = u[i] < plo[bk[i]] ? 1.0f : 0.0f, and the i with
+	 * plo[bk[i]] <= u[i] < phi[bk[i]] appended to amb (room for n) in index order; returns
+	 * how many. */
+	uint32_t (*della_keys)(const float *d, size_t n, uint32_t *keys, uint32_t *zc);
+	void (*della_buckets)(const uint32_t *keys, size_t n, uint32_t base, uint32_t J, uint16_t *bk, uint16_t *hs);
+	size_t (*della_decide)(const uint16_t *bk, const float *u, const float *plo, const float *phi, size_t n,
+			       float *mask, uint32_t *amb);
 	/* Philox4x32-10 uniforms of bf_rng.h for elements index0 .. index0+n-1 (key, name words as
 	 * in struct bf_rng; index0 + n <= 2^64: element indices never wrap). */
 	void (*philox_uniform)(const uint32_t key[2], uint32_t name_lo, uint32_t name_hi, uint64_t index0, size_t n,

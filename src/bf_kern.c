@@ -325,6 +325,42 @@ static uint64_t ref_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size
 	return r;
 }
 
+static uint32_t ref_della_keys(const float *d, size_t n, uint32_t *keys, uint32_t *zc)
+{
+	uint32_t kmax = 0, z = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t k;
+		memcpy(&k, &d[i], 4);
+		k &= 0x7fffffffu;
+		keys[i] = k;
+		kmax = k > kmax ? k : kmax;
+		z += k == 0;
+	}
+	*zc = z;
+	return kmax;
+}
+
+static void ref_della_buckets(const uint32_t *keys, size_t n, uint32_t base, uint32_t J, uint16_t *bk, uint16_t *hs)
+{
+	for (size_t i = 0; i < n; i++)
+		bf_della_bucket(keys[i], i, base, J, bk, hs);
+}
+
+static size_t ref_della_decide(const uint16_t *bk, const float *u, const float *plo, const float *phi, size_t n,
+			       float *mask, uint32_t *amb)
+{
+	static const float f01[2] = { 0.0f, 1.0f };
+	size_t na = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = bk[i];
+		float x = u[i], lo = plo[b], hi = phi[b];
+		mask[i] = f01[x < lo]; /* a load, not a branch: keep or drop is a coin flip */
+		amb[na] = (uint32_t)i;
+		na += (x >= lo) & (x < hi);
+	}
+	return na;
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -338,6 +374,7 @@ const struct bf_kern bf_kern_ref = {
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
 	.stable_rank = ref_stable_rank,
+	.della_keys = ref_della_keys, .della_buckets = ref_della_buckets, .della_decide = ref_della_decide,
 	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,
 };
 

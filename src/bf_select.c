@@ -499,39 +499,24 @@ void bf_select_next_pass(struct bf_select *s)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * DELLA row masks (bf_select.h). Bucket of key k: 0 for k == 0, else 1 + max(k >> 17 - base, 0)
+ * DELLA row masks (bf_select.h). Bucket of key k: 0 for k == 0, else
+ * 1 + max(k >> BF_DELLA_SHIFT - base, 0)
  * with base such that the largest key's bucket is nb - 1 <= BF_DELLA_BUCKETS - 1: monotone in
  * k, so every element of a lower bucket ranks below every element of a higher one.
  */
-#define DELLA_SHIFT 17
-#define DELLA_JUNK 16u /* counters the zeros are spread over (a single one would be a chain of
-                        * dependent increments when a third of a row is zero) */
-
 void bf_select_della_row(const float *d, size_t L, const float *u, const float *ptab, float *mask, void *scratch)
 {
-	const uint32_t NBX = BF_DELLA_BUCKETS + DELLA_JUNK + 2;
+	const uint32_t NBX = BF_DELLA_BUCKETS + BF_DELLA_JUNK + 2;
 	uint32_t *keys = scratch, *amb = keys + L, *s = amb + L;
 	float *plo = (float *)(s + NBX), *phi = plo + NBX;
 	uint16_t *bk = (uint16_t *)(phi + NBX), *hs = bk + L;
-	uint32_t kmax = 0, zc = 0;
-	for (size_t i = 0; i < L; i++) {
-		uint32_t k = bf_key_abs_asc(d[i]);
-		keys[i] = k;
-		kmax = k > kmax ? k : kmax;
-		zc += k == 0;
-	}
-	uint32_t top = kmax >> DELLA_SHIFT;
+	uint32_t zc, kmax = bf_kern->della_keys(d, L, keys, &zc);
+	uint32_t top = kmax >> BF_DELLA_SHIFT;
 	uint32_t base = top >= BF_DELLA_BUCKETS - 2 ? top - (BF_DELLA_BUCKETS - 2) : 0;
 	uint32_t nb = top - base + 2, J = nb + 1; /* buckets 0 .. nb-1; junk counters J .. J+15 */
 	/* counter slot: bucket b >= 1 counts at b + 1, zeros at a junk slot (their count is zc) */
-	for (size_t i = 0; i < L; i++) {
-		uint32_t k = keys[i], nz = 0u - (uint32_t)(k != 0); /* no branch: zeros are common */
-		int32_t t = (int32_t)((k >> DELLA_SHIFT) - base);
-		uint32_t b = (1u + (uint32_t)(t > 0 ? t : 0)) & nz;
-		bk[i] = (uint16_t)b;
-		hs[i] = (uint16_t)(((b + 1) & nz) | ((J + (uint32_t)(i & (DELLA_JUNK - 1))) & ~nz));
-	}
-	memset(s, 0, (nb + 1 + DELLA_JUNK) * sizeof(uint32_t));
+	bf_kern->della_buckets(keys, L, base, J, bk, hs);
+	memset(s, 0, (nb + 1 + BF_DELLA_JUNK) * sizeof(uint32_t));
 	for (size_t i = 0; i < L; i++)
 		s[hs[i]]++;
 	/* s[b] = first rank of bucket b, s[b + 1] - 1 its last; a member of bucket b is kept for
@@ -546,15 +531,7 @@ void bf_select_della_row(const float *d, size_t L, const float *u, const float *
 	}
 	plo[0] = phi[0] = 0.0f; /* zeros: mask 0, never undecided (u >= 0) */
 	/* the decisions the bucket settles; the others (amb) wait */
-	static const float f01[2] = { 0.0f, 1.0f };
-	size_t na = 0;
-	for (size_t i = 0; i < L; i++) {
-		uint32_t b = bk[i];
-		float x = u[i], lo = plo[b], hi = phi[b];
-		mask[i] = f01[x < lo]; /* a load, not a branch: keep or drop is a coin flip */
-		amb[na] = (uint32_t)i;
-		na += (x >= lo) & (x < hi);
-	}
+	size_t na = bf_kern->della_decide(bk, u, plo, phi, L, mask, amb);
 	/* exact ranks of the few undecided by counting the row (vector counts: 0.2% of a task
 	 * vector's elements, about 3 per row, beat listing every bucket's members for them) */
 	for (size_t a = 0; a < na; a++) {

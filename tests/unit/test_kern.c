@@ -610,6 +610,62 @@ BF_TEST(stable_rank)
 	}
 }
 
+BF_TEST(della_passes)
+{
+	/* every variant against the reference: rows of 0..300 (the vector tails), task-vector-like
+	 * values with zeros (+0 and -0), subnormals, Inf and NaN; buckets from keys at both ends of
+	 * the range; decisions with u right at the bounds and buckets of equal bounds */
+	float d[300], u[300], plo[600], phi[600], m1[300], m2[300];
+	uint32_t k1[300], k2[300], a1[300], a2[300];
+	uint16_t b1[300], b2[300], h1[300], h2[300];
+	const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+	for (int round = 0; round < 2000; round++) {
+		size_t n = r32() % 300;
+		for (size_t i = 0; i < n; i++) {
+			uint32_t c = r32() % 16, bits;
+			float g = (float)((int32_t)r32() % 100000) * 1e-7f;
+			d[i] = c < 5 ? 0.0f : c == 5 ? -0.0f : c == 6 ? 1e-40f : c == 7 ? -INFINITY : c == 8 ? NAN : g;
+			if (c == 9) {
+				bits = r32();
+				memcpy(&d[i], &bits, 4);
+			}
+		}
+		uint32_t z1 = 0, z2 = 0, mx1 = bf_kern_ref.della_keys(d, n, k1, &z1);
+		uint32_t base = r32() % 2 ? (mx1 >> BF_DELLA_SHIFT) - (mx1 >> BF_DELLA_SHIFT) % 7 : r32() % 20000;
+		uint32_t J = 500 + r32() % 30;
+		bf_kern_ref.della_buckets(k1, n, base, J, b1, h1);
+		for (int j = 0; j < 600; j++) { /* some buckets with lo == hi, some with lo < hi */
+			plo[j] = (float)(r32() % 64) / 64.0f;
+			phi[j] = r32() % 4 ? plo[j] + (float)(r32() % 16) / 64.0f : plo[j];
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint32_t c = r32() % 4, b = b1[i] % 600;
+			b1[i] = (uint16_t)b; /* in the tables' range, for the decision test */
+			u[i] = c == 0 ? plo[b] : c == 1 ? phi[b] : c == 2 ? nextafterf(plo[b], 0.0f) : (float)(r32() >> 8) * 0x1p-24f;
+		}
+		size_t na1 = bf_kern_ref.della_decide(b1, u, plo, phi, n, m1, a1);
+		if (!ks[1])
+			continue;
+		uint32_t mx2 = simd->della_keys(d, n, k2, &z2);
+		EXPECT(mx2 == mx1 && z2 == z1 && !memcmp(k1, k2, n * 4));
+		bf_kern_ref.della_buckets(k1, n, base, J, b1, h1); /* again: b1 was folded above */
+		simd->della_buckets(k1, n, base, J, b2, h2);
+		EXPECT(!memcmp(b1, b2, n * 2) && !memcmp(h1, h2, n * 2));
+		for (size_t i = 0; i < n; i++)
+			b2[i] = (uint16_t)(b1[i] % 600);
+		size_t na2 = simd->della_decide(b2, u, plo, phi, n, m2, a2);
+		EXPECT(na2 == na1 && !memcmp(a1, a2, na1 * 4) && !memcmp(m1, m2, n * 4));
+	}
+	/* by hand: bucket 1 bounds [0.25, 0.5): u 0.2 keeps, 0.25 and 0.4 wait, 0.5 drops */
+	uint16_t hb[4] = { 1, 1, 1, 1 };
+	float hu[4] = { 0.2f, 0.25f, 0.4f, 0.5f }, hl[2] = { 0, 0.25f }, hh[2] = { 0, 0.5f }, hm[4];
+	uint32_t ha[4];
+	for (int v = 0; v < 2 && ks[v]; v++) {
+		EXPECT(ks[v]->della_decide(hb, hu, hl, hh, 4, hm, ha) == 2);
+		EXPECT(hm[0] == 1.0f && hm[1] == 0.0f && hm[2] == 0.0f && hm[3] == 0.0f && ha[0] == 1 && ha[1] == 2);
+	}
+}
+
 /* Equal bits, or both NaN: which payload survives when two NaNs meet is left open by IEEE 754,
  * and compilers swap the operands of commutative operations differently at each -O level. */
 static int same_or_nan(const float *a, const float *b, size_t n)
@@ -723,6 +779,7 @@ int main(void)
 		RUN(abs_keys);
 		RUN(window_scan);
 		RUN(stable_rank);
+		RUN(della_passes);
 		RUN(reference_values);
 	}
 	return bf_test_report();
