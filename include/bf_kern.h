@@ -120,9 +120,9 @@ struct bf_kern {
 	/* The passes of a DELLA row (bf_select_della_row). della_keys: keys[i] = the bits of |d[i]|;
 	 * returns the largest, and the count of zeros in *zc. della_buckets: bk[i] = 0 for key 0,
 	 * else 1 + max((key >> BF_DELLA_SHIFT) - base, 0); hs[i] = its counter slot, bk[i] + 1, or
-	 * for a zero J + i % BF_DELLA_JUNK. della_decide: mask[i] = u[i] < plo[bk[i]] ? 1.0f : 0.0f, and the i with
-	 * plo[bk[i]] <= u[i] < phi[bk[i]] appended to amb (room for n) in index order; returns
-	 * how many. */
+	 * for a zero J + i % BF_DELLA_JUNK. della_decide: mask[i] = u[i] < plo[bk[i]] ? 1 : 0,
+	 * and every i with plo[bk[i]] <= u[i] < phi[bk[i]] appended to amb (room for n) in index
+	 * order; returns how many. */
 	uint32_t (*della_keys)(const float *d, size_t n, uint32_t *keys, uint32_t *zc);
 	void (*della_buckets)(const uint32_t *keys, size_t n, uint32_t base, uint32_t J, uint16_t *bk, uint16_t *hs);
 	size_t (*della_decide)(const uint16_t *bk, const float *u, const float *plo, const float *phi, size_t n,

@@ -128,8 +128,8 @@ void bf_select_get_stats(struct bf_select_stats *out);
  * zeros in a bucket of their own, everything more than 8 octaves below the largest in one
  * bottom bucket), which bounds every rank to its bucket's range [lo, hi]; u < ptab[lo] keeps,
  * u >= ptab[hi] drops, and only the rare u between the two (0.3-2% of the elements of real
- * task vectors) needs its exact rank, counted over the row (bf_kern->stable_rank). Same masks as sorting the row, several times as
- * fast (docs/performance.md, rounds 5 and 7). */
+ * task vectors) needs its exact rank, counted over the row (bf_kern->stable_rank). Same masks
+ * as sorting the row, several times as fast (docs/performance.md, rounds 5 and 7). */
 #define BF_DELLA_BUCKETS 512u
 /* Scratch bytes bf_select_della_row needs for rows of L elements. */
 static inline size_t bf_select_della_scratch(size_t L)

@@ -87,7 +87,6 @@ static int stats_threads(const struct bf_exec *x)
 	return (int)(n && !tl_ahead ? n + 1 : n ? n : 1);
 }
 
-
 static int method_index(const struct bf_method *m)
 {
 	for (size_t i = 0; i < bf_n_methods && i < 32; i++)
