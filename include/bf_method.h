@@ -149,6 +149,9 @@ int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_
 /* The same with f32 views of the inputs. */
 int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
 			void *ctx);
+/* Threads the _par and _split passes of s may use: 1 means they run in order, on the caller's
+ * thread (a pass may then skip its per-block bookkeeping). */
+int bf_stream_threads(const struct bf_stream *s);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

@@ -294,6 +294,8 @@ const char *bf_stream_model_ref(const struct bf_stream *s, uint32_t model)
 	return s->x->p->models[model]->ref;
 }
 
+int bf_stream_threads(const struct bf_stream *s) { return s->nt > 1 ? s->nt : 1; }
+
 uint64_t bf_stream_block(const struct bf_otensor *t)
 {
 	uint64_t blk = STREAM_ELEMS / t->row_len * t->row_len;

@@ -9,7 +9,8 @@
 #   tensors keep a prefix;
 # - the magnitude selections of ties and breadcrumbs_ties (the window pass after the first block
 #   fed from several threads, each block's matches in a place of its own, put back in block
-#   order before the tie-break), with .blendfs/status showing such passes ran.
+#   order before the tie-break), with .blendfs/status showing such passes ran;
+# - the whole-tensor dot products of slerp and nuslerp (block sums added in block order).
 # Rows of 500 and 1000 elements make statistics blocks of 65500 and 65000 elements, so block
 # boundaries fall inside 64-bit mask words; tensors of 250000-500000 elements have 4-8 blocks.
 # bf16 models take the raw-bytes pass, fp16 ones the pass over f32 views.
@@ -55,5 +56,23 @@ for dt in bfloat16 float16; do
 			bf_umount "$TMP/mnt"
 			ok "$what: same bytes as $against ($st)"
 		done
+	done
+	for method in slerp nuslerp; do
+		r=$TMP/$method-$dt.yaml
+		ref=$TMP/ref-$method-$dt
+		if [ $method = slerp ]; then
+			printf 'models:\n  - model: %s/base\n  - model: %s/a\nbase_model: %s/base\n' "$M" "$M" "$M"
+			printf 'merge_method: slerp\nparameters: {t: 0.3}\ndtype: %s\n' "$dt"
+		else
+			printf 'models:\n  - model: %s/a\n    parameters: {weight: 0.6}\n' "$M"
+			printf '  - model: %s/b\n    parameters: {weight: 0.4}\n' "$M"
+			printf 'base_model: %s/base\nmerge_method: nuslerp\ndtype: %s\n' "$M" "$dt"
+		fi >"$r"
+		"$BLENDFS" merge --no-sync --log-level warn "$r" "$ref" || fail "merge $method"
+		bf_mount "$r" "$TMP/mnt" --prefetch 4
+		cmp "$TMP/mnt/model.safetensors" "$ref/model.safetensors" ||
+			fail "$method ($dt), 4 threads per tensor: bytes differ from blendfs merge (one thread per tensor)"
+		bf_umount "$TMP/mnt"
+		ok "$method ($dt), 4 threads per tensor: same bytes as blendfs merge (one thread per tensor)"
 	done
 done
