@@ -416,8 +416,10 @@ class Server:
         if is_mounted(self.mnt):
             unmount(self.mnt)
         if self.kind == "blendfs":
-            argv = [ctx.blendfs, "mount", "--cache-size", ctx.args.cache_size, "--log-level", "warn",
-                    os.path.join(ctx.recipes_dir, self.recipe + ".yaml"), self.mnt]
+            argv = [ctx.blendfs, "mount", "--cache-size", ctx.args.cache_size, "--log-level", "warn"]
+            if ctx.args.prefetch is not None:
+                argv += ["--prefetch", str(ctx.args.prefetch)]
+            argv += [os.path.join(ctx.recipes_dir, self.recipe + ".yaml"), self.mnt]
             cwd = self.recipe_cwd()
             if self.debug_log:
                 argv.insert(2, "-d")
@@ -1189,6 +1191,9 @@ def main(argv=None):
     ap.add_argument("--blendfs", default=None, help="use this blendfs binary instead of building one")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of bench/recipes")
     ap.add_argument("--cache-size", default="256M", help="blendfs --cache-size (default %(default)s)")
+    ap.add_argument("--prefetch", type=int, default=None,
+                    help="blendfs --prefetch N on every blendfs mount (default: blendfs's own, CPUs - 1 up to "
+                         "4); e.g. 4 and 8 on a many-core machine to see how reads scale with threads")
     ap.add_argument("--readahead-kb", type=int, default=1024,
                     help="read_ahead_kb the bench sets on every FUSE mount once it is live (default 1024, "
                          "blendfs's own default); 0 = leave every mount as its server left it")
@@ -1349,8 +1354,9 @@ def main(argv=None):
     m = res["machine"]
     print("blendfs bench: %s, %d cores, %.0f GiB RAM, kernel %s, libfuse %s" % (
         m["cpu"], m["cores"], m["mem_bytes"] / 2 ** 30, m["kernel"], m["libfuse"]))
-    print("blendfs %s (%s, buildtype %s), --cache-size %s, read_ahead_kb %s on every FUSE mount" % (
+    print("blendfs %s (%s, buildtype %s), --cache-size %s%s, read_ahead_kb %s on every FUSE mount" % (
         build_info.get("version"), build_info.get("git"), build_info.get("buildtype"), args.cache_size,
+        "" if args.prefetch is None else ", --prefetch %d" % args.prefetch,
         args.readahead_kb or "as each server leaves it"))
     d = ctx.models
     print("sources: 4 x %.2f GB bf16 Llama (hidden %d, intermediate %d, %d layers, %d/%d heads, vocab %d) in %s;"
