@@ -2,17 +2,20 @@
 # test.sh: install dependencies, build, run the whole test suite (unit, conformance through the
 # mount, bad inputs, determinism, ...), then a second build with AddressSanitizer and
 # UndefinedBehaviorSanitizer that runs the unit, fuzz-replay, conformance and bad-input suites
-# again (the mount daemon itself runs sanitized). Ends with one line "N passed, N failed" summed
-# over both runs. Needs root and /dev/fuse for the mount tests.
+# again (the mount daemon itself runs sanitized), and a ThreadSanitizer build of the unit tests
+# that run threads (the chunk cache, and the selections fed from several threads). Ends with one
+# line "N passed, N failed" summed over all runs. Needs root and /dev/fuse for the mount tests.
 #   BUILD=dir        the normal build (default build)
 #   ASAN_BUILD=dir   the sanitizer build (default build-asan)
-#   SANITIZE=0       skip the sanitizer pass
+#   TSAN_BUILD=dir   the thread-sanitizer build (default build-tsan)
+#   SANITIZE=0       skip the sanitizer passes
 # Arguments are passed to the first `meson test` only.
 set -u
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh || { echo "0 passed, 1 failed"; exit 1; }
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
+TSAN_BUILD=${TSAN_BUILD:-build-tsan}
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 "$@"
 rc=$?
 logs=("$BUILD/meson-logs/testlog.json")
@@ -56,6 +59,28 @@ if [ "${SANITIZE:-1}" != 0 ] && [ "$extra_failed" = 0 ]; then
 		rc=1
 	else
 		echo "sanitizer pass: no ASan, UBSan or LeakSanitizer report"
+	fi
+fi
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+	# Only the threaded unit tests (optimised: ThreadSanitizer makes memory accesses ~10x
+	# slower), and of test_select only its threaded test; OpenMP's runtime is not instrumented,
+	# so the mount tests, which use it, stay out.
+	echo "== thread sanitizer pass: $TSAN_BUILD (test_cache, test_select's parallel feed) =="
+	if { [ -f "$TSAN_BUILD/build.ninja" ] ||
+		meson setup "$TSAN_BUILD" --wrap-mode=nodownload -Db_sanitize=thread -Dbuildtype=debugoptimized \
+			-Dfuse_tests=false >/dev/null; } && ninja -C "$TSAN_BUILD" tests/test_cache tests/test_select >/dev/null; then
+		TSAN_OPTIONS="halt_on_error=1" meson test -C "$TSAN_BUILD" --no-rebuild --print-errorlogs \
+			--logbase tsan-cache cache
+		[ $? = 0 ] || rc=1
+		BF_TEST_ONLY=parallel_feed_threads TSAN_OPTIONS="halt_on_error=1" \
+			meson test -C "$TSAN_BUILD" --no-rebuild --print-errorlogs --logbase tsan-select select
+		[ $? = 0 ] || rc=1
+		logs+=("$TSAN_BUILD/meson-logs/tsan-cache.json" "$TSAN_BUILD/meson-logs/tsan-select.json")
+	else
+		echo "FAIL: the thread-sanitizer build $TSAN_BUILD did not build"
+		extra_failed=$((extra_failed + 1))
+		rc=1
 	fi
 fi
 

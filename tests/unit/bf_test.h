@@ -4,20 +4,33 @@
  *   int main(void) { RUN(name); ...; return bf_test_report(); }
  *
  * A failed EXPECT prints file:line and the values, marks the current test failed and goes on.
- * bf_test_report() prints "N passed, N failed" and returns the exit code.
+ * bf_test_report() prints "N passed, N failed" and returns the exit code. BF_TEST_ONLY=a,b runs
+ * only the tests named (the thread-sanitizer pass of scripts/test.sh picks the threaded ones).
  */
 #ifndef BF_TEST_H
 #define BF_TEST_H
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int bf_t_passed, bf_t_failed, bf_t_cur_failed;
 static const char *bf_t_name;
 
 #define BF_TEST(name) static void name(void)
-#define RUN(name) do { bf_t_name = #name; bf_t_cur_failed = 0; name(); \
+/* BF_TEST_ONLY unset, or naming this test in its comma-separated list */
+static inline int bf_t_selected(const char *name)
+{
+	const char *only = getenv("BF_TEST_ONLY");
+	size_t n = strlen(name);
+	for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+		if (strcspn(p, ",") == n && !strncmp(p, name, n))
+			return 1;
+	}
+	return !only;
+}
+#define RUN(name) do { if (!bf_t_selected(#name)) break; bf_t_name = #name; bf_t_cur_failed = 0; name(); \
 	if (bf_t_cur_failed) { bf_t_failed++; printf("FAIL  %s\n", #name); } \
 	else { bf_t_passed++; printf("ok    %s\n", #name); } fflush(stdout); } while (0)
 

@@ -226,6 +226,23 @@ BF_TEST(pass_counts)
 	free(k);
 }
 
+BF_TEST(parallel_feed_threads)
+{
+	/* bf16-like magnitudes with many ties over 120 blocks, fed by 4 threads (and in reverse):
+	 * small enough for the thread-sanitizer pass of scripts/test.sh, which runs only this */
+	uint32_t n = 60000;
+	uint32_t *k = malloc(n * sizeof(uint32_t));
+	for (uint32_t i = 0; i < n; i++)
+		k[i] = 0x38000000u + (uint32_t)(xs() % 300) * 0x4000u;
+	int par = 0;
+	for (uint64_t R = 0; R < n; R += n / 7) {
+		EXPECT(check(k, n, R, 500));
+		par += g_par;
+	}
+	EXPECT(par >= 10); /* most of the 7 selections settled in a window pass fed in parallel */
+	free(k);
+}
+
 BF_TEST(collect_budget_shared)
 {
 	/* eight selections fed side by side, each wanting a 1.6M-element bucket in memory (10-14 MB
@@ -399,6 +416,7 @@ int main(void)
 {
 	RUN(random_keys_every_rank_shape);
 	RUN(pass_counts);
+	RUN(parallel_feed_threads);
 	RUN(collect_budget_shared);
 	RUN(magnitude_keys_order);
 	RUN(della_rows_match_sort);
