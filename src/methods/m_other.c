@@ -316,23 +316,27 @@ static const struct bf_param_def model_stock_params[] = {
 struct mst_ctx {
 	uint32_t n;
 	double g[BF_MAX_MODELS * BF_MAX_MODELS];
+	double *pg;     /* blocks on several threads: block b's sums at pg[b * n * n], added into g in
+	                 * block order afterwards, as the sequential pass adds them */
+	uint64_t blk;   /* elements per block (bf_stream_block) */
 };
 
-static void mst_accumulate(struct mst_ctx *c, const float *const *in, size_t e_begin, size_t e_end)
+/* Adds the dot products of the task vectors over [e_begin, e_end) into g (n x n, upper). */
+static void mst_accumulate(uint32_t n, double *g, const float *const *in, size_t e_begin, size_t e_end)
 {
-	for (uint32_t i = 0; i < c->n; i++)
-		for (uint32_t j = i; j < c->n; j++) {
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = i; j < n; j++) {
 			double acc = 0;
 			for (size_t e = e_begin; e < e_end; e++)
 				acc += (double)(in[i + 1][e] - in[0][e]) * (double)(in[j + 1][e] - in[0][e]);
-			c->g[i * c->n + j] += acc;
+			g[i * n + j] += acc;
 		}
 }
 
 static int mst_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
-	(void)e0;
-	mst_accumulate(ctx, in, 0, n);
+	struct mst_ctx *c = ctx;
+	mst_accumulate(c->n, c->pg ? c->pg + (size_t)(e0 / c->blk) * c->n * c->n : c->g, in, 0, n);
 	return 0;
 }
 
@@ -373,7 +377,15 @@ static int mst_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		return -ENOMEM;
 	}
 	c->n = t->n_in - 1;
-	int r = bf_stream_run(s, t, mst_block, c);
+	c->blk = bf_stream_block(t);
+	size_t nb = (size_t)((t->numel + c->blk - 1) / c->blk), nn = (size_t)c->n * c->n;
+	/* one thread, or no memory: straight into g, in order */
+	c->pg = bf_stream_threads(s) > 1 ? calloc(nb * nn, sizeof(double)) : NULL;
+	int r = c->pg ? bf_stream_run_par(s, t, mst_block, c) : bf_stream_run(s, t, mst_block, c);
+	for (size_t b = 0; c->pg && b < nb; b++)
+		for (size_t k = 0; k < nn; k++)
+			c->g[k] += c->pg[b * nn + k];
+	free(c->pg);
 	*tv = mst_t(c);
 	free(c);
 	if (r) {
@@ -395,7 +407,7 @@ static int mst_kernel(const struct bf_kargs *a)
 			tt = *(const float *)a->stats;
 		} else {
 			struct mst_ctx c = { .n = n };
-			mst_accumulate(&c, a->in, r0, r0 + L);
+			mst_accumulate(n, c.g, a->in, r0, r0 + L);
 			tt = mst_t(&c);
 		}
 		for (size_t e = r0; e < r0 + L; e++) {

@@ -10,7 +10,8 @@
 # - the magnitude selections of ties and breadcrumbs_ties (the window pass after the first block
 #   fed from several threads, each block's matches in a place of its own, put back in block
 #   order before the tie-break), with .blendfs/status showing such passes ran;
-# - the whole-tensor dot products of slerp and nuslerp (block sums added in block order).
+# - the whole-tensor dot products of slerp, nuslerp and model_stock (block sums added in block
+#   order; merge adds straight into the sums, so the two paths are checked against each other).
 # Rows of 500 and 1000 elements make statistics blocks of 65500 and 65000 elements, so block
 # boundaries fall inside 64-bit mask words; tensors of 250000-500000 elements have 4-8 blocks.
 # bf16 models take the raw-bytes pass, fp16 ones the pass over f32 views.
@@ -57,12 +58,15 @@ for dt in bfloat16 float16; do
 			ok "$what: same bytes as $against ($st)"
 		done
 	done
-	for method in slerp nuslerp; do
+	for method in slerp nuslerp model_stock; do
 		r=$TMP/$method-$dt.yaml
 		ref=$TMP/ref-$method-$dt
 		if [ $method = slerp ]; then
 			printf 'models:\n  - model: %s/base\n  - model: %s/a\nbase_model: %s/base\n' "$M" "$M" "$M"
 			printf 'merge_method: slerp\nparameters: {t: 0.3}\ndtype: %s\n' "$dt"
+		elif [ $method = model_stock ]; then
+			printf 'models:\n  - model: %s/a\n  - model: %s/b\n' "$M" "$M"
+			printf 'base_model: %s/base\nmerge_method: model_stock\ndtype: %s\n' "$M" "$dt"
 		else
 			printf 'models:\n  - model: %s/a\n    parameters: {weight: 0.6}\n' "$M"
 			printf '  - model: %s/b\n    parameters: {weight: 0.4}\n' "$M"
