@@ -48,7 +48,9 @@ for dt in bfloat16 float16; do
 			st=$(grep -E '^(statistics_computed|mask_bits_kept|mask_bits_partial|select_windows_par):' "$TMP/mnt/.blendfs/status" | tr '\n' ' ')
 			case $method in ties | breadcrumbs_ties)
 				p=$(sed -n 's/^select_windows_par: //p' "$TMP/mnt/.blendfs/status")
-				[ "$p" -gt 0 ] || fail "$what: no selection pass ran on several threads ($st)" ;;
+				h=$(sed -n 's/^select_windows_hit: //p' "$TMP/mnt/.blendfs/status")
+				[ "$p" -gt 0 ] || fail "$what: no selection pass ran on several threads ($st)"
+				[ "$h" -ge "$p" ] || fail "$what: fewer window passes settled than ran in parallel ($st, hit $h)" ;;
 			esac
 			if [ -n "$bits" ]; then
 				p=$(sed -n 's/^mask_bits_partial: //p' "$TMP/mnt/.blendfs/status")
