@@ -44,6 +44,14 @@ static inline float bf_rng_uniform(const struct bf_rng *r, uint64_t index)
 /* out[j] = uniform for element index0 + j, j < n (one Philox call per 4 elements). */
 void bf_rng_uniform_block(const struct bf_rng *r, uint64_t index0, size_t n, float *out);
 
+/* Philox4x32-10's multipliers, key increments (a Weyl sequence) and rounds: the reference
+ * (bf_rng.c) and the vector variants (bf_kern_avx2.c, bf_kern_avx512.c) share them. */
+#define BF_PHILOX_M0 UINT32_C(0xD2511F53)
+#define BF_PHILOX_M1 UINT32_C(0xCD9E8D57)
+#define BF_PHILOX_W0 UINT32_C(0x9E3779B9)
+#define BF_PHILOX_W1 UINT32_C(0xBB67AE85)
+#define BF_PHILOX_ROUNDS 10
+
 #define BF_RNG_HALVES (UINT32_C(1) << 30) /* counter word 1 marks, see above */
 #define BF_RNG_REFINE (UINT32_C(1) << 31)
 

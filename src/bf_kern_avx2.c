@@ -298,7 +298,7 @@ static inline void philox8_start(struct philox8 *p, uint64_t g, uint32_t mark, u
 
 static inline void philox8_round(struct philox8 *p, __m256i k0, __m256i k1)
 {
-	const __m256i M0 = _mm256_set1_epi32((int)0xD2511F53u), M1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+	const __m256i M0 = _mm256_set1_epi32((int)BF_PHILOX_M0), M1 = _mm256_set1_epi32((int)BF_PHILOX_M1);
 	__m256i h0, l0, h1, l1;
 	mulhilo8(p->c0, M0, &h0, &l0);
 	mulhilo8(p->c2, M1, &h1, &l1);
@@ -343,12 +343,12 @@ static inline __attribute__((always_inline)) void philox16x(const uint32_t key[2
 	philox8_start(&a, g, mark, name_lo, name_hi);
 	philox8_start(&b, g + 8, mark, name_lo, name_hi);
 	uint32_t k0 = key[0], k1 = key[1];
-	for (int r = 0; r < 10; r++) {
+	for (int r = 0; r < BF_PHILOX_ROUNDS; r++) {
 		__m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
 		philox8_round(&a, vk0, vk1);
 		philox8_round(&b, vk0, vk1);
-		k0 += 0x9E3779B9u;
-		k1 += 0xBB67AE85u;
+		k0 += BF_PHILOX_W0;
+		k1 += BF_PHILOX_W1;
 	}
 	philox8_store(&a, out, raw);
 	philox8_store(&b, (uint32_t *)out + 32, raw);

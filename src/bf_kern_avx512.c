@@ -28,7 +28,7 @@ static inline void mulhilo16(__m512i a, __m512i m, __m512i *hi, __m512i *lo)
 
 static inline void philox16_round(struct philox16 *p, __m512i k0, __m512i k1)
 {
-	const __m512i M0 = _mm512_set1_epi32((int)0xD2511F53u), M1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+	const __m512i M0 = _mm512_set1_epi32((int)BF_PHILOX_M0), M1 = _mm512_set1_epi32((int)BF_PHILOX_M1);
 	__m512i h0, l0, h1, l1;
 	mulhilo16(p->c0, M0, &h0, &l0);
 	mulhilo16(p->c2, M1, &h1, &l1);
@@ -88,12 +88,12 @@ static inline __attribute__((always_inline)) void philox32x(const uint32_t key[2
 	philox16_start(&a, g, mark, name_lo, name_hi);
 	philox16_start(&b, g + 16, mark, name_lo, name_hi);
 	uint32_t k0 = key[0], k1 = key[1];
-	for (int r = 0; r < 10; r++) {
+	for (int r = 0; r < BF_PHILOX_ROUNDS; r++) {
 		__m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
 		philox16_round(&a, vk0, vk1);
 		philox16_round(&b, vk0, vk1);
-		k0 += 0x9E3779B9u;
-		k1 += 0xBB67AE85u;
+		k0 += BF_PHILOX_W0;
+		k1 += BF_PHILOX_W1;
 	}
 	philox16_store(&a, out, raw);
 	philox16_store(&b, (uint32_t *)out + 64, raw);

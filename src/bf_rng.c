@@ -35,16 +35,11 @@
 #include "bf_kern.h"
 #include "bf_rng.h"
 
-#define PHILOX_M0 UINT32_C(0xD2511F53)
-#define PHILOX_M1 UINT32_C(0xCD9E8D57)
-#define PHILOX_W0 UINT32_C(0x9E3779B9)
-#define PHILOX_W1 UINT32_C(0xBB67AE85)
-#define PHILOX_ROUNDS 10
 
 static inline void philox_round(uint32_t c[4], uint32_t k0, uint32_t k1)
 {
-	uint64_t p0 = (uint64_t)PHILOX_M0 * c[0];
-	uint64_t p1 = (uint64_t)PHILOX_M1 * c[2];
+	uint64_t p0 = (uint64_t)BF_PHILOX_M0 * c[0];
+	uint64_t p1 = (uint64_t)BF_PHILOX_M1 * c[2];
 	uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
 	uint32_t n1 = (uint32_t)p1;
 	uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
@@ -59,13 +54,13 @@ void bf_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 {
 	uint32_t c[4] = { ctr[0], ctr[1], ctr[2], ctr[3] };
 	uint32_t k0 = key[0], k1 = key[1];
-	for (int r = 0; r < PHILOX_ROUNDS; r++) {
+	for (int r = 0; r < BF_PHILOX_ROUNDS; r++) {
 		philox_round(c, k0, k1);
 		/* Unsigned wrap-around is the intended Weyl step. The bump after the last round is
 		 * dead, so skip it. */
-		if (r + 1 < PHILOX_ROUNDS) {
-			k0 += PHILOX_W0;
-			k1 += PHILOX_W1;
+		if (r + 1 < BF_PHILOX_ROUNDS) {
+			k0 += BF_PHILOX_W0;
+			k1 += BF_PHILOX_W1;
 		}
 	}
 	memcpy(out, c, sizeof(c));
