@@ -150,8 +150,28 @@ int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_
 int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
 			void *ctx);
 /* Threads the _par and _split passes of s may use: 1 means they run in order, on the caller's
- * thread (a pass may then skip its per-block bookkeeping). */
+ * thread. */
 int bf_stream_threads(const struct bf_stream *s);
+/* Sums over a pass of independent blocks that keep the sequential pass's bytes: block b adds its
+ * `per` sums into a slot of its own (bf_block_sums_at), and bf_block_sums_fold adds the slots
+ * into the totals in block order, the additions a sequential pass makes when each block adds
+ * straight into the totals. That sequential pass is what runs when the stream has one thread, or
+ * no memory for the slots: slots is NULL, bf_block_sums_at gives the totals, and the caller must
+ * run the pass in order (bf_stream_run, _raw), not with the _par variants. The caller owns the
+ * struct and the totals; fold frees the slots (call it on every path). */
+struct bf_block_sums {
+	double *total;  /* per sums, added to (not cleared) */
+	double *slots;  /* nb * per, or NULL */
+	size_t per;
+	uint64_t blk, nb;
+};
+void bf_block_sums_init(struct bf_block_sums *bs, const struct bf_stream *s, const struct bf_otensor *t, double *total,
+			size_t per);
+static inline double *bf_block_sums_at(const struct bf_block_sums *bs, uint64_t e0)
+{
+	return bs->slots ? bs->slots + (size_t)(e0 / bs->blk) * bs->per : bs->total;
+}
+void bf_block_sums_fold(struct bf_block_sums *bs);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);
 /* The seed random methods key their generator with (recipe random_seed or --seed, default 0). */

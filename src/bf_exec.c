@@ -296,6 +296,25 @@ const char *bf_stream_model_ref(const struct bf_stream *s, uint32_t model)
 
 int bf_stream_threads(const struct bf_stream *s) { return s->nt > 1 ? s->nt : 1; }
 
+void bf_block_sums_init(struct bf_block_sums *bs, const struct bf_stream *s, const struct bf_otensor *t, double *total,
+			size_t per)
+{
+	bs->total = total;
+	bs->per = per;
+	bs->blk = bf_stream_block(t);
+	bs->nb = (t->numel + bs->blk - 1) / bs->blk;
+	bs->slots = bf_stream_threads(s) > 1 ? calloc((size_t)bs->nb * per, sizeof(double)) : NULL;
+}
+
+void bf_block_sums_fold(struct bf_block_sums *bs)
+{
+	for (uint64_t b = 0; bs->slots && b < bs->nb; b++)
+		for (size_t k = 0; k < bs->per; k++)
+			bs->total[k] += bs->slots[b * bs->per + k];
+	free(bs->slots);
+	bs->slots = NULL;
+}
+
 uint64_t bf_stream_block(const struct bf_otensor *t)
 {
 	uint64_t blk = STREAM_ELEMS / t->row_len * t->row_len;

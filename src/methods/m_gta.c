@@ -310,11 +310,11 @@ static void bits_pack_shared(uint64_t *w, uint64_t e0, const float *mask, size_t
 struct gta_pass {
 	struct gta_stats *st;
 	int kind;                /* 0: selection passes, 1: L1 sums */
-	double a[BF_MAX_MODELS * 4], b[BF_MAX_MODELS * 4];
-	/* the L1 pass (bf_stream_run_par, _raw_par): block bi's sums of model i at [bi * n + i],
-	 * added into a, b in block order afterwards, as the sequential pass adds them */
-	double *pa, *pb;
-	uint64_t blk;
+	/* the L1 pass: model i's sums of |d| at l1[i], of |d * mask| at l1[n + i], per block while
+	 * blocks run on several threads (bf_block_sums) */
+	double l1[2 * BF_MAX_MODELS * 4];
+	struct bf_block_sums sums;
+	uint64_t blk;            /* selection pass: elements per block */
 	bool par;                /* selection pass: blocks after the first fed from several threads */
 };
 
@@ -391,8 +391,8 @@ static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint6
 	if (st->bits && e0 < st->bits->cap)
 		bits_pack_shared(st->bits->words + (uint64_t)i * st->bits->per, e0, mask,
 				 (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
-	size_t k = (size_t)(e0 / ps->blk) * st->n + i;
-	bf_kern->l1_pair(d, mask, n, &ps->pa[k], &ps->pb[k]);
+	double *sums = bf_block_sums_at(&ps->sums, e0);
+	bf_kern->l1_pair(d, mask, n, &sums[i], &sums[st->n + i]);
 	return 0;
 }
 
@@ -573,26 +573,16 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		}
 		ps.kind = 1;
 		/* blocks are independent here: several threads may share a large tensor */
-		ps.blk = bf_stream_block(t);
-		size_t nb = (size_t)((N + ps.blk - 1) / ps.blk);
-		ps.pa = calloc(nb * n, sizeof(double));
-		ps.pb = calloc(nb * n, sizeof(double));
-		if (!ps.pa || !ps.pb)
-			r = -ENOMEM;
+		bf_block_sums_init(&ps.sums, s, t, ps.l1, 2 * (size_t)n);
+		bool raw = bf_all_bf16(t);
+		if (ps.sums.slots)
+			r = raw ? bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps) : bf_stream_run_par(s, t, gta_block, &ps);
 		else
-			r = bf_all_bf16(t) ? bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps) :
-					     bf_stream_run_par(s, t, gta_block, &ps);
-		for (size_t bi = 0; bi < nb && !r; bi++)
-			for (uint32_t i = 0; i < n; i++) {
-				ps.a[i] += ps.pa[bi * n + i];
-				ps.b[i] += ps.pb[bi * n + i];
-			}
-		free(ps.pa);
-		free(ps.pb);
-		ps.pa = ps.pb = NULL;
+			r = raw ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
+		bf_block_sums_fold(&ps.sums);
 		for (uint32_t i = 0; i < n && !r; i++) {
 			struct gta_model *m = &st->m[i];
-			float a = (float)ps.a[i], b = (float)ps.b[i];
+			float a = (float)ps.l1[i], b = (float)ps.l1[n + i];
 			if (m->sparse && !m->none && a >= 1e-7f && b >= 1e-7f)
 				m->scale = a / b;
 			bf_debug("%s: model %u: L1 %g kept %g rescale %g", t->name, i, a, b, (double)m->scale);

@@ -116,17 +116,8 @@ struct gram_ctx {
 	uint32_t n;              /* vectors */
 	const float *base;       /* subtract in[0] from the others (task vectors) */
 	bool sub_base;
-	double *g;               /* n x n, upper triangle filled then mirrored */
-	double *pg;              /* blocks on several threads: block b's sums at pg[b * n * n], added
-	                          * into g in block order afterwards, as the sequential pass adds them */
-	uint64_t blk;            /* elements per block (bf_stream_block) */
+	struct bf_block_sums g;  /* into n x n, upper triangle filled then mirrored */
 };
-
-/* Where the sums of the block starting at element e0 go. */
-static double *gram_slot(const struct gram_ctx *c, uint64_t e0)
-{
-	return c->pg ? c->pg + (size_t)(e0 / c->blk) * c->n * c->n : c->g;
-}
 
 static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
@@ -144,7 +135,7 @@ static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 		for (uint32_t i = 0; i < c->n; i++)
 			v[i] = in[i];
 	}
-	bf_kern->dots_f64(v, (int)c->n, n, gram_slot(c, e0));
+	bf_kern->dots_f64(v, (int)c->n, n, bf_block_sums_at(&c->g, e0));
 	return 0;
 }
 
@@ -152,27 +143,24 @@ static int gram_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 static int gram_block_bf16(void *ctx, const void *const *raw, uint64_t e0, size_t n)
 {
 	struct gram_ctx *c = ctx;
-	bf_kern->dots_bf16((const uint16_t *const *)raw, (int)c->n, n, gram_slot(c, e0));
+	bf_kern->dots_bf16((const uint16_t *const *)raw, (int)c->n, n, bf_block_sums_at(&c->g, e0));
 	return 0;
 }
 
 /* Gram matrix of the inputs (minus the base when sub_base): g[i*n+j] = <v_i, v_j>. Each block's
- * dots_f64 adds its own sums into g, so blocks may run on several threads with sums of their
- * own, added in block order afterwards: the same additions in the same order. */
+ * dots_f64 adds its own sums, so blocks may run on several threads (bf_block_sums). */
 static int gram(struct bf_stream *s, const struct bf_otensor *t, bool sub_base, double *g, uint32_t n)
 {
-	struct gram_ctx c = { .n = n, .sub_base = sub_base, .g = g, .blk = bf_stream_block(t) };
-	size_t nb = (size_t)((t->numel + c.blk - 1) / c.blk);
+	struct gram_ctx c = { .n = n, .sub_base = sub_base };
 	memset(g, 0, n * n * sizeof(double));
-	/* one thread, or no memory: straight into g, in order */
-	c.pg = bf_stream_threads(s) > 1 ? calloc(nb * n * n, sizeof(double)) : NULL;
+	bf_block_sums_init(&c.g, s, t, g, (size_t)n * n);
 	bool raw = !sub_base && bf_all_bf16(t);
-	int r = c.pg ? (raw ? bf_stream_run_raw_par(s, t, gram_block_bf16, &c) : bf_stream_run_par(s, t, gram_block, &c))
-		     : (raw ? bf_stream_run_raw(s, t, gram_block_bf16, &c) : bf_stream_run(s, t, gram_block, &c));
-	for (size_t b = 0; c.pg && b < nb; b++)
-		for (uint32_t k = 0; k < n * n; k++)
-			g[k] += c.pg[b * n * n + k];
-	free(c.pg);
+	int r;
+	if (c.g.slots)
+		r = raw ? bf_stream_run_raw_par(s, t, gram_block_bf16, &c) : bf_stream_run_par(s, t, gram_block, &c);
+	else
+		r = raw ? bf_stream_run_raw(s, t, gram_block_bf16, &c) : bf_stream_run(s, t, gram_block, &c);
+	bf_block_sums_fold(&c.g);
 	for (uint32_t i = 0; i < n; i++)
 		for (uint32_t j = 0; j < i; j++)
 			g[i * n + j] = g[j * n + i];

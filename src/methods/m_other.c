@@ -316,9 +316,7 @@ static const struct bf_param_def model_stock_params[] = {
 struct mst_ctx {
 	uint32_t n;
 	double g[BF_MAX_MODELS * BF_MAX_MODELS];
-	double *pg;     /* blocks on several threads: block b's sums at pg[b * n * n], added into g in
-	                 * block order afterwards, as the sequential pass adds them */
-	uint64_t blk;   /* elements per block (bf_stream_block) */
+	struct bf_block_sums sums; /* into g, per block (mst_stats) */
 };
 
 /* Adds the dot products of the task vectors over [e_begin, e_end) into g (n x n, upper). */
@@ -336,7 +334,7 @@ static void mst_accumulate(uint32_t n, double *g, const float *const *in, size_t
 static int mst_block(void *ctx, const float *const *in, uint64_t e0, size_t n)
 {
 	struct mst_ctx *c = ctx;
-	mst_accumulate(c->n, c->pg ? c->pg + (size_t)(e0 / c->blk) * c->n * c->n : c->g, in, 0, n);
+	mst_accumulate(c->n, bf_block_sums_at(&c->sums, e0), in, 0, n);
 	return 0;
 }
 
@@ -377,15 +375,9 @@ static int mst_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		return -ENOMEM;
 	}
 	c->n = t->n_in - 1;
-	c->blk = bf_stream_block(t);
-	size_t nb = (size_t)((t->numel + c->blk - 1) / c->blk), nn = (size_t)c->n * c->n;
-	/* one thread, or no memory: straight into g, in order */
-	c->pg = bf_stream_threads(s) > 1 ? calloc(nb * nn, sizeof(double)) : NULL;
-	int r = c->pg ? bf_stream_run_par(s, t, mst_block, c) : bf_stream_run(s, t, mst_block, c);
-	for (size_t b = 0; c->pg && b < nb; b++)
-		for (size_t k = 0; k < nn; k++)
-			c->g[k] += c->pg[b * nn + k];
-	free(c->pg);
+	bf_block_sums_init(&c->sums, s, t, c->g, (size_t)c->n * c->n);
+	int r = c->sums.slots ? bf_stream_run_par(s, t, mst_block, c) : bf_stream_run(s, t, mst_block, c);
+	bf_block_sums_fold(&c->sums);
 	*tv = mst_t(c);
 	free(c);
 	if (r) {

@@ -2,8 +2,9 @@
 # par_stats.sh: the statistics of one tensor computed by several threads at once (a mount with
 # --prefetch 4 spreads the blocks of one tensor over 4-5 OpenMP threads) give the bytes of
 # `blendfs merge`, whose statistics run on one thread per tensor:
-# - the L1 sums of dare_ties and della (block sums added in block order afterwards, mask bits on
-#   words two blocks share ORed in atomically), against a merge with no mask bits at all
+# - the L1 sums of dare_ties and della (block sums added in block order afterwards, where merge
+#   adds them straight into the totals; mask bits on words two blocks share ORed in
+#   atomically), against a merge with no mask bits at all
 #   (BLENDFS_MASK_BITS=0: every mask drawn again where it is used, so the bits are checked
 #   against an independent draw): with every mask kept as bits, and with a budget so small that
 #   tensors keep a prefix;
