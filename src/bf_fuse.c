@@ -33,6 +33,17 @@ _Static_assert(sizeof(fuse_ino_t) >= sizeof(uint64_t), "inode numbers are 64-bit
 
 #define TIMEOUT 86400.0
 
+/* A .blendfs/status snapshot, one per open of the file. Its file handle is an id, not an
+ * address: the kernel can still hand the daemon a READ after the RELEASE of the same file (a
+ * reader killed mid-read leaves its request behind), which must then find nothing rather than
+ * freed memory. */
+struct status_snap {
+	uint64_t id;
+	char *text;
+	size_t len;
+	struct status_snap *next;
+};
+
 struct fs {
 	struct bf_vfs *v;
 	struct bf_exec *x;
@@ -41,6 +52,9 @@ struct fs {
 	const char *mountpoint;
 	unsigned readahead_kb;
 	_Atomic int ra_done;
+	pthread_mutex_t snap_lock; /* guards snaps and snap_id */
+	struct status_snap *snaps;
+	uint64_t snap_id;          /* the last id given (ids start at 1; fh 0 is "no snapshot") */
 };
 
 static void set_readahead(const char *mountpoint, unsigned kb);
@@ -156,11 +170,6 @@ static void bf_ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 	free(buf);
 }
 
-struct status_fh {
-	char *text;
-	size_t len;
-};
-
 static void bf_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *f = fs_of(req);
@@ -178,7 +187,7 @@ static void bf_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	if (n->kind == BF_V_STATUS) {
-		struct status_fh *s = calloc(1, sizeof(*s));
+		struct status_snap *s = calloc(1, sizeof(*s));
 		if (s)
 			s->text = bf_vfs_status_text(f->v, f->x, &s->len);
 		if (!s || !s->text) {
@@ -186,7 +195,12 @@ static void bf_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		fi->fh = (uint64_t)(uintptr_t)s;
+		pthread_mutex_lock(&f->snap_lock);
+		s->id = ++f->snap_id;
+		s->next = f->snaps;
+		f->snaps = s;
+		pthread_mutex_unlock(&f->snap_lock);
+		fi->fh = s->id;
 		fi->direct_io = 1; /* generated text: its size is not known to stat */
 	} else {
 		fi->keep_cache = 1;
@@ -194,10 +208,28 @@ static void bf_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
+/* The snapshot with id fh, unlinked from the list. Caller holds snap_lock. */
+static struct status_snap *snap_unlink(struct fs *f, uint64_t fh)
+{
+	for (struct status_snap **pp = &f->snaps; *pp; pp = &(*pp)->next)
+		if ((*pp)->id == fh) {
+			struct status_snap *s = *pp;
+			*pp = s->next;
+			return s;
+		}
+	return NULL;
+}
+
 static void bf_ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct status_fh *s = (struct status_fh *)(uintptr_t)fi->fh;
+	struct fs *f = fs_of(req);
+	struct status_snap *s = NULL;
+	if (fi->fh) {
+		pthread_mutex_lock(&f->snap_lock);
+		s = snap_unlink(f, fi->fh);
+		pthread_mutex_unlock(&f->snap_lock);
+	}
 	if (s) {
 		free(s->text);
 		free(s);
@@ -276,10 +308,19 @@ static void bf_ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		return;
 	}
 	if (n->kind == BF_V_STATUS) {
-		struct status_fh *s = (struct status_fh *)(uintptr_t)fi->fh;
-		size_t o = (size_t)off < s->len ? (size_t)off : s->len;
-		size_t l = s->len - o < size ? s->len - o : size;
-		fuse_reply_buf(req, s->text + o, l);
+		/* replied under the lock, which a RELEASE takes before freeing the snapshot (no
+		 * allocation here: the status stays readable when memory is short) */
+		bool found = false;
+		pthread_mutex_lock(&f->snap_lock);
+		for (const struct status_snap *s = f->snaps; s && !found; s = s->next)
+			if (s->id == fi->fh) {
+				size_t o = (size_t)off < s->len ? (size_t)off : s->len;
+				fuse_reply_buf(req, s->text + o, s->len - o < size ? s->len - o : size);
+				found = true;
+			}
+		pthread_mutex_unlock(&f->snap_lock);
+		if (!found)
+			fuse_reply_err(req, EBADF); /* its file was released: nobody waits for this reply */
 		return;
 	}
 	if (n->kind == BF_V_MEM) {
@@ -578,7 +619,7 @@ static void remove_signals(void)
 int bf_fuse_main(struct bf_vfs *v, struct bf_exec *x, const struct bf_fuse_opts *o)
 {
 	struct fs f = { .v = v, .x = x, .uid = getuid(), .gid = getgid(), .mountpoint = o->mountpoint,
-			.readahead_kb = o->readahead_kb };
+			.readahead_kb = o->readahead_kb, .snap_lock = PTHREAD_MUTEX_INITIALIZER };
 	char *opts = bf_xasprintf("ro,default_permissions,fsname=blendfs,subtype=blendfs,auto_unmount%s%s",
 				  o->fuse_opts && *o->fuse_opts ? "," : "", o->fuse_opts ? o->fuse_opts : "");
 	char a0[] = "blendfs", a1[] = "-o", a3[] = "-d";
@@ -634,6 +675,14 @@ out_session:
 out_args:
 	fuse_opt_free_args(&args);
 	free(opts);
+	/* snapshots of files still open at unmount (the session has no thread left) */
+	while (f.snaps) {
+		struct status_snap *s = f.snaps;
+		f.snaps = s->next;
+		free(s->text);
+		free(s);
+	}
+	pthread_mutex_destroy(&f.snap_lock);
 	return ret;
 }
 
