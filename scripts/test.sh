@@ -1,11 +1,11 @@
 #!/bin/bash
 # test.sh: install dependencies, build, run the whole test suite (unit, conformance through the
 # mount, bad inputs, determinism, ...), then a second build with AddressSanitizer and
-# UndefinedBehaviorSanitizer that runs the unit, fuzz-replay, conformance and bad-input suites
-# again (the mount daemon itself runs sanitized), and a ThreadSanitizer build (without OpenMP)
-# that runs the unit tests with threads (the chunk cache, the selections fed from several
-# threads) and the hardening, methods and determinism mount suites. Ends with one line
-# "N passed, N failed" summed over all runs. Needs root and /dev/fuse for the mount tests.
+# UndefinedBehaviorSanitizer that runs every suite but packaging again (the mount daemon itself
+# runs sanitized), and a ThreadSanitizer build (without OpenMP) that runs the unit tests with
+# threads (the chunk cache, the selections fed from several threads) and the hardening, methods
+# and determinism mount suites. Ends with one line "N passed, N failed" summed over all runs.
+# Needs root and /dev/fuse for the mount tests.
 #   BUILD=dir        the normal build (default build)
 #   ASAN_BUILD=dir   the sanitizer build (default build-asan)
 #   TSAN_BUILD=dir   the thread-sanitizer build (default build-tsan)
@@ -56,7 +56,8 @@ if [ "${SANITIZE:-1}" != 0 ] && [ "$extra_failed" = 0 ]; then
 	ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=$san_dir/asan" \
 	UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$san_dir/ubsan" \
 		meson test -C "$ASAN_BUILD" --print-errorlogs --num-processes 2 \
-		--suite unit --suite fuzz-replay --suite conformance --suite bad-input
+		--suite unit --suite fuzz-replay --suite conformance --suite bad-input \
+		--suite hardening --suite methods --suite determinism
 	[ $? = 0 ] || rc=1
 	logs+=("$ASAN_BUILD/meson-logs/testlog.json")
 	san_reports=$(sanitizer_reports "$ASAN_BUILD" "$san_dir")
