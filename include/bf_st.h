@@ -38,6 +38,8 @@ struct bf_st_tensor {
 	uint64_t shape[BF_MAX_NDIM];
 	uint64_t numel;        /* product of shape (1 for a 0-d scalar) */
 	uint64_t begin, end;   /* byte offsets relative to the data start (8 + N) */
+	size_t seq;            /* position in the header's JSON: orders empty tensors that share an
+	                        * offset as the header lists them (the file order of a writer) */
 };
 
 struct bf_st_header {

@@ -200,7 +200,7 @@ static int cmp_by_offset(const void *a, const void *b)
 		return x->begin < y->begin ? -1 : 1;
 	if (x->end != y->end)
 		return x->end < y->end ? -1 : 1;
-	return strcmp(x->name, y->name);
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 int bf_st_parse(const char *json, size_t n, uint64_t file_size, const char *what,
@@ -284,6 +284,7 @@ int bf_st_parse(const char *json, size_t n, uint64_t file_size, const char *what
 		if (parse_tensor(val, what, disp(&d, key, klen), t, err) < 0)
 			goto out;
 		t->name = bf_xstrndup(key, klen);
+		t->seq = nt;
 		nt++;
 	}
 

@@ -494,6 +494,46 @@ BF_TEST(writer_order_and_layout)
 	free(out);
 }
 
+/* Empty tensors share an offset with their neighbours: the header's order decides between them,
+ * so what the writer writes parses back in the order written (fuzz_plan found the parser
+ * ordering such ties by name, against the writer's dtype-first order). */
+BF_TEST(empty_tensors_keep_file_order)
+{
+	struct bf_err e = { { 0 } };
+	const uint64_t s0[] = { 0 }, s2[] = { 2 };
+	const struct bf_st_out t[] = {
+		{ "A", BF_DT_BF16, 1, s0 },
+		{ "w", BF_DT_BF16, 1, s2 },
+		{ "z", BF_DT_F32, 1, s0 },
+	};
+	size_t order[3];
+	uint64_t offs[3];
+	char *out;
+	size_t len;
+	EXPECT(bf_st_serialize(t, 3, &out, &len, order, offs, &e) == 0);
+	/* written: z (F32 first) at [0,0], then A at [0,0] and w at [0,4] */
+	EXPECT(order[0] == 2 && order[1] == 0 && order[2] == 1);
+	EXPECT(offs[0] == 0 && offs[1] == 0 && offs[2] == 0);
+	struct bf_st_header h;
+	EXPECT(bf_st_parse(out + 8, len - 8, len + 4, "rt", &h, &e) == 0);
+	EXPECT_EQ_U64(h.n_tensors, 3);
+	for (size_t k = 0; k < h.n_tensors && k < 3; k++)
+		EXPECT_STR_EQ(h.tensors[k].name, t[order[k]].name);
+	bf_st_header_free(&h);
+	free(out);
+
+	/* by hand: "b" before "a", both empty at 0 */
+	const char *j = "{\"b\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[0,0]},"
+			"\"a\":{\"dtype\":\"F16\",\"shape\":[0,3],\"data_offsets\":[0,0]}}";
+	EXPECT(bf_st_parse(j, strlen(j), 8 + strlen(j), "x", &h, &e) == 0);
+	EXPECT_EQ_U64(h.n_tensors, 2);
+	if (h.n_tensors == 2) {
+		EXPECT_STR_EQ(h.tensors[0].name, "b");
+		EXPECT_STR_EQ(h.tensors[1].name, "a");
+	}
+	bf_st_header_free(&h);
+}
+
 BF_TEST(writer_escapes_names)
 {
 	struct bf_err e = { { 0 } };
@@ -579,6 +619,7 @@ int main(void)
 	RUN(read_header_bad_files);
 	RUN(writer_matches_reference_bytes);
 	RUN(writer_order_and_layout);
+	RUN(empty_tensors_keep_file_order);
 	RUN(writer_escapes_names);
 	RUN(writer_rejects);
 	RUN(json_quote);
