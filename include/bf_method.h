@@ -128,37 +128,34 @@ int bf_stream_run(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn 
  * so skip the widening pass. */
 typedef int (*bf_stream_raw_fn)(void *ctx, const void *const *raw, uint64_t e0, size_t n);
 int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
-/* bf_stream_run_raw for passes whose blocks are independent: fn may run for several blocks at
- * once, on other threads, in any order. Block b holds elements [b * B, min((b + 1) * B, numel))
- * with B = bf_stream_block(t), the blocks of bf_stream_run_raw, so a pass that keeps one result
- * per block and combines them in block order afterwards has the sequential pass's bytes. fn
- * must not return BF_STREAM_STOP. Runs sequentially unless the exec layer has threads to spare
- * (a mount with several prefetch threads: the statistics of one tensor otherwise hold back
- * every reader of it). */
+/* Elements per block of these passes: block b holds elements [b * B, min((b + 1) * B, numel))
+ * with B = bf_stream_block(t). A pass whose blocks are independent (bf_block_sums_run below, and
+ * a _split pass once split says so) may run fn for several blocks at once, on other threads, in
+ * any order, when the exec layer has threads to spare (a mount with several prefetch threads:
+ * the statistics of one tensor otherwise hold back every reader of it); fn must not return
+ * BF_STREAM_STOP there. A pass that keeps one result per block and combines them in block order
+ * afterwards then has the sequential pass's bytes. */
 uint64_t bf_stream_block(const struct bf_otensor *t);
-int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx);
-/* The same with f32 views of the inputs, as bf_stream_run. */
-int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx);
 /* For a pass whose first block decides whether the others are independent (a selection's window
  * pass, guessed from that block): block 0 runs first, alone; then split(ctx), on the calling
- * thread, says whether the other blocks may run as in bf_stream_run_raw_par (true: fn must not
- * return BF_STREAM_STOP for them) or in order as in bf_stream_run_raw (false). Without threads
- * to spare the whole pass runs in order and split is not called. */
+ * thread, says whether the other blocks may run at once (true: fn must not return
+ * BF_STREAM_STOP for them) or in order as in bf_stream_run_raw (false). Without threads to
+ * spare the whole pass runs in order and split is not called. */
 int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn,
 			    bool (*split)(void *ctx), void *ctx);
 /* The same with f32 views of the inputs. */
 int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
 			void *ctx);
-/* Threads the _par and _split passes of s may use: 1 means they run in order, on the caller's
- * thread. */
+/* Threads the passes of independent blocks of s may use: 1 means they run in order, on the
+ * caller's thread. */
 int bf_stream_threads(const struct bf_stream *s);
 /* Sums over a pass of independent blocks that keep the sequential pass's bytes: block b adds its
  * `per` sums into a slot of its own (bf_block_sums_at), and bf_block_sums_fold adds the slots
  * into the totals in block order, the additions a sequential pass makes when each block adds
  * straight into the totals. That sequential pass is what runs when the stream has one thread, or
- * no memory for the slots: slots is NULL, bf_block_sums_at gives the totals, and the caller must
- * run the pass in order (bf_stream_run, _raw), not with the _par variants. The caller owns the
- * struct and the totals; fold frees the slots (call it on every path). */
+ * no memory for the slots: slots is NULL, and bf_block_sums_at gives the totals. Run the pass
+ * with bf_block_sums_run, which picks the one that fits. The caller owns the struct and the
+ * totals; fold frees the slots (call it on every path). */
 struct bf_block_sums {
 	double *total;  /* per sums, added to (not cleared) */
 	double *slots;  /* nb * per, or NULL */
@@ -171,6 +168,11 @@ static inline double *bf_block_sums_at(const struct bf_block_sums *bs, uint64_t 
 {
 	return bs->slots ? bs->slots + (size_t)(e0 / bs->blk) * bs->per : bs->total;
 }
+/* The pass over every block of t, for fn (f32 views, as bf_stream_run) or fn_raw (raw bytes, as
+ * bf_stream_run_raw; exactly one of them set): its blocks at once when bs has slots (see
+ * bf_stream_block), else in order. fn must not return BF_STREAM_STOP. */
+int bf_block_sums_run(struct bf_stream *s, const struct bf_otensor *t, const struct bf_block_sums *bs, bf_stream_fn fn,
+		      bf_stream_raw_fn fn_raw, void *ctx);
 void bf_block_sums_fold(struct bf_block_sums *bs);
 /* All inputs and the output are bf16 (the fused kernels' case). */
 bool bf_all_bf16(const struct bf_otensor *t);

@@ -363,8 +363,8 @@ int bf_stream_run_raw(struct bf_stream *s, const struct bf_otensor *t, bf_stream
 	return stream_loop(s, t, NULL, fn, ctx, 0);
 }
 
-/* The loop of the _par and _split variants: exactly one of fn, fn_raw is set; split, when set,
- * sees block 0 done alone and says whether the others may run at once. */
+/* The loop of bf_block_sums_run and the _split variants: exactly one of fn, fn_raw is set;
+ * split, when set, sees block 0 done alone and says whether the others may run at once. */
 static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bf_stream_raw_fn fn_raw,
 			   bool (*split)(void *ctx), void *ctx)
 {
@@ -401,16 +401,6 @@ static int stream_loop_par(struct bf_stream *s, const struct bf_otensor *t, bf_s
 	return r ? r : inputs_fresh(x, t);
 }
 
-int bf_stream_run_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, void *ctx)
-{
-	return stream_loop_par(s, t, fn, NULL, NULL, ctx);
-}
-
-int bf_stream_run_raw_par(struct bf_stream *s, const struct bf_otensor *t, bf_stream_raw_fn fn, void *ctx)
-{
-	return stream_loop_par(s, t, NULL, fn, NULL, ctx);
-}
-
 int bf_stream_run_split(struct bf_stream *s, const struct bf_otensor *t, bf_stream_fn fn, bool (*split)(void *ctx),
 			void *ctx)
 {
@@ -421,6 +411,12 @@ int bf_stream_run_raw_split(struct bf_stream *s, const struct bf_otensor *t, bf_
 			    bool (*split)(void *ctx), void *ctx)
 {
 	return stream_loop_par(s, t, NULL, fn, split, ctx);
+}
+
+int bf_block_sums_run(struct bf_stream *s, const struct bf_otensor *t, const struct bf_block_sums *bs, bf_stream_fn fn,
+		      bf_stream_raw_fn fn_raw, void *ctx)
+{
+	return bs->slots ? stream_loop_par(s, t, fn, fn_raw, NULL, ctx) : stream_loop(s, t, fn, fn_raw, ctx, 0);
 }
 
 bool bf_all_bf16(const struct bf_otensor *t)

@@ -35,7 +35,6 @@
 #include "bf_kern.h"
 #include "bf_rng.h"
 
-
 static inline void philox_round(uint32_t c[4], uint32_t k0, uint32_t k1)
 {
 	uint64_t p0 = (uint64_t)BF_PHILOX_M0 * c[0];

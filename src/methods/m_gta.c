@@ -387,7 +387,7 @@ static int gta_sums_model(struct gta_pass *ps, uint32_t i, const float *d, uint6
 	int r = gta_mask(st, i, d, e0, n, mask);
 	if (r)
 		return r;
-	/* blocks may run at once (bf_stream_run_par): shared words atomically, sums per block */
+	/* blocks may run at once (bf_block_sums_run): shared words atomically, sums per block */
 	if (st->bits && e0 < st->bits->cap)
 		bits_pack_shared(st->bits->words + (uint64_t)i * st->bits->per, e0, mask,
 				 (size_t)(st->bits->cap - e0 < n ? st->bits->cap - e0 : n));
@@ -575,10 +575,7 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 		/* blocks are independent here: several threads may share a large tensor */
 		bf_block_sums_init(&ps.sums, s, t, ps.l1, 2 * (size_t)n);
 		bool raw = bf_all_bf16(t);
-		if (ps.sums.slots)
-			r = raw ? bf_stream_run_raw_par(s, t, gta_sums_bf16, &ps) : bf_stream_run_par(s, t, gta_block, &ps);
-		else
-			r = raw ? bf_stream_run_raw(s, t, gta_sums_bf16, &ps) : bf_stream_run(s, t, gta_block, &ps);
+		r = bf_block_sums_run(s, t, &ps.sums, raw ? NULL : gta_block, raw ? gta_sums_bf16 : NULL, &ps);
 		bf_block_sums_fold(&ps.sums);
 		for (uint32_t i = 0; i < n && !r; i++) {
 			struct gta_model *m = &st->m[i];

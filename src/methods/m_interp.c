@@ -155,11 +155,7 @@ static int gram(struct bf_stream *s, const struct bf_otensor *t, bool sub_base, 
 	memset(g, 0, n * n * sizeof(double));
 	bf_block_sums_init(&c.g, s, t, g, (size_t)n * n);
 	bool raw = !sub_base && bf_all_bf16(t);
-	int r;
-	if (c.g.slots)
-		r = raw ? bf_stream_run_raw_par(s, t, gram_block_bf16, &c) : bf_stream_run_par(s, t, gram_block, &c);
-	else
-		r = raw ? bf_stream_run_raw(s, t, gram_block_bf16, &c) : bf_stream_run(s, t, gram_block, &c);
+	int r = bf_block_sums_run(s, t, &c.g, raw ? NULL : gram_block, raw ? gram_block_bf16 : NULL, &c);
 	bf_block_sums_fold(&c.g);
 	for (uint32_t i = 0; i < n; i++)
 		for (uint32_t j = 0; j < i; j++)

@@ -376,7 +376,7 @@ static int mst_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 	}
 	c->n = t->n_in - 1;
 	bf_block_sums_init(&c->sums, s, t, c->g, (size_t)c->n * c->n);
-	int r = c->sums.slots ? bf_stream_run_par(s, t, mst_block, c) : bf_stream_run(s, t, mst_block, c);
+	int r = bf_block_sums_run(s, t, &c->sums, mst_block, NULL, c);
 	bf_block_sums_fold(&c->sums);
 	*tv = mst_t(c);
 	free(c);
