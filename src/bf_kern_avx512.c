@@ -6,7 +6,14 @@
  * AVX2 generator on the (Zen 4) development machine, whose 512-bit multiplies run as two
  * 256-bit halves: dare_ties daemon CPU -9%. Same words, same uniforms and keep decisions, bit
  * for bit (tests/unit/test_kern.c). A 16-lane window_scan (vpcompressd) was measured too and
- * did not pay (ties within noise), so the AVX2 one stays. */
+ * did not pay (ties within noise), so the AVX2 one stays.
+ *
+ * The bf16 kernels of linear, task_arithmetic and the TIES family (wsum, ta, gta_prep,
+ * consensus, gta_finish, abs_keys, sub, mask pack/unpack): half the instructions of the AVX2
+ * ones (mask registers for the compares, vpmovdw for the rounding's narrowing), linear's daemon
+ * user CPU about -30%, ties' -9% (docs/performance.md, round 9). The sums of dots_bf16 and
+ * l1_pair run four double accumulators by e % 4 (their contract), which 8-lane double vectors
+ * cannot shorten, so they stay AVX2. */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -170,6 +177,227 @@ static uint64_t v512_stable_rank(const uint32_t *keys, size_t n, uint32_t k, siz
 	return r;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The bf16 kernels of linear and the TIES family, 16 lanes: the same f32 operations in the
+ * same order as the AVX2 ones (and so as the reference), with mask registers in place of the
+ * compare-and-AND sequences and vpmovdw in place of the pack-and-permute of the rounding. The
+ * tails (n % 16) go to the AVX2 kernel, which finishes with the reference.
+ */
+
+static inline __m512 ld16_bf16(const uint16_t *p)
+{
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+/* RNE: (u + 0x7fff + lsb) >> 16; every NaN -> 0x7fc0 (as cvt8_bf16 and the reference) */
+static inline __m256i cvt16_bf16(__m512 x)
+{
+	__m512i u = _mm512_castps_si512(x);
+	__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+	__m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+	r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+	return _mm512_cvtepi32_epi16(r);
+}
+
+static inline __m512 ones_where(__mmask16 m)
+{
+	return _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f));
+}
+
+static void v512_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
+			   size_t n)
+{
+	const __m512 vd = _mm512_set1_ps(div);
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16) {
+		__m512 acc = _mm512_mul_ps(ld16_bf16(x[0] + e), _mm512_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm512_add_ps(acc, _mm512_mul_ps(ld16_bf16(x[i] + e), _mm512_set1_ps(w[i])));
+		if (use_div)
+			acc = _mm512_div_ps(acc, vd);
+		_mm256_storeu_si256((__m256i *)(out + e), cvt16_bf16(acc));
+	}
+	if (e < n) {
+		const uint16_t *xt[64]; /* k <= 64, as for the AVX2 kernel */
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		base->wsum_bf16(out + e, xt, w, k, div, use_div, n - e);
+	}
+}
+
+/* d = x - b, masked (mask array or top-k test), * scale, * w: gta_prep's order. The top-k test
+ * keeps key < tk, or key == tk at a block index below lim, with key = ~bits(|d|) (unsigned). */
+static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
+			       uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
+	const __m512i vtk = _mm512_set1_epi32((int)tk), absm = _mm512_set1_epi32(0x7fffffff);
+	const __m512i vlim = _mm512_set1_epi32((int)(lim64 > n ? n : lim64)), sixteen = _mm512_set1_epi32(16);
+	const __m512 vs = _mm512_set1_ps(scale), vw = _mm512_set1_ps(w);
+	__m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const int use_scale = scale != 1.0f;
+	size_t e = 0;
+	if (n <= 0x7fffffffu)
+		for (; e + 16 <= n; e += 16) {
+			__m512 v = _mm512_sub_ps(ld16_bf16(x + e), ld16_bf16(b + e));
+			if (mask) {
+				v = _mm512_mul_ps(v, _mm512_loadu_ps(mask + e));
+			} else if (tk_on) {
+				__m512i key = _mm512_andnot_si512(_mm512_and_si512(_mm512_castps_si512(v), absm),
+								  _mm512_set1_epi32(-1));
+				__mmask16 keep = _mm512_cmp_epu32_mask(key, vtk, _MM_CMPINT_LT) |
+						 (_mm512_cmp_epi32_mask(key, vtk, _MM_CMPINT_EQ) &
+						  _mm512_cmp_epi32_mask(idx, vlim, _MM_CMPINT_LT));
+				v = _mm512_mul_ps(v, ones_where(keep));
+			}
+			if (use_scale)
+				v = _mm512_mul_ps(v, vs);
+			_mm512_storeu_ps(d + e, _mm512_mul_ps(v, vw));
+			idx = _mm512_add_epi32(idx, sixteen);
+		}
+	if (e < n)
+		base->gta_prep_bf16(d + e, x + e, b + e, mask ? mask + e : NULL, tk_on, tk, ti, e0 + e, scale, w, n - e);
+}
+
+/* sign(d) as 1, -1 or 0 (NaN and +-0: 0), computed as the AVX2 kernel does: pos - neg */
+static inline __m512 sgn16(__m512 d, __mmask16 *gt, __mmask16 *lt)
+{
+	*gt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GT_OQ);
+	*lt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_LT_OQ);
+	return _mm512_sub_ps(ones_where(*gt), ones_where(*lt));
+}
+
+static void v512_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
+			   size_t n)
+{
+	const __m512 zero = _mm512_setzero_ps();
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16) {
+		__m512 vote = zero;
+		__mmask16 gt, lt;
+		for (int i = 0; i < k; i++) {
+			__m512 d = _mm512_loadu_ps(D + (size_t)i * stride + e);
+			vote = _mm512_add_ps(vote, count ? sgn16(d, &gt, &lt) : d);
+		}
+		/* s = +1 where vote >= 0, else -1 (NaN too); sign(d) == s is then d > 0 where s is +1
+		 * and d < 0 where it is -1 */
+		__mmask16 spos = _mm512_cmp_ps_mask(vote, zero, _CMP_GE_OQ);
+		__m512 acc = zero, dn = zero;
+		for (int i = 0; i < k; i++) {
+			__m512 d = _mm512_loadu_ps(D + (size_t)i * stride + e);
+			gt = _mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ);
+			lt = _mm512_cmp_ps_mask(d, zero, _CMP_LT_OQ);
+			__m512 keep = ones_where((__mmask16)((gt & spos) | (lt & (__mmask16)~spos)));
+			acc = _mm512_add_ps(acc, _mm512_mul_ps(d, keep));
+			dn = _mm512_add_ps(dn, _mm512_mul_ps(_mm512_set1_ps(w[i]), keep));
+		}
+		_mm512_storeu_ps(out + e, acc);
+		_mm512_storeu_ps(den + e, dn);
+	}
+	if (e < n)
+		base->consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
+}
+
+static void v512_gta_finish_bf16(uint16_t *dst, const float *out, const float *den, const uint16_t *b,
+				 int normalize, float lam, int use_lam, size_t n)
+{
+	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), vl = _mm512_set1_ps(lam);
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16) {
+		__m512 o = _mm512_loadu_ps(out + e);
+		if (normalize) {
+			__m512 dn = _mm512_loadu_ps(den + e);
+			dn = _mm512_mask_mov_ps(dn, _mm512_cmp_ps_mask(dn, zero, _CMP_EQ_OQ), one);
+			o = _mm512_div_ps(o, dn);
+		}
+		if (use_lam)
+			o = _mm512_mul_ps(o, vl);
+		o = _mm512_add_ps(o, ld16_bf16(b + e));
+		_mm256_storeu_si256((__m256i *)(dst + e), cvt16_bf16(o));
+	}
+	if (e < n)
+		base->gta_finish_bf16(dst + e, out + e, den + e, b + e, normalize, lam, use_lam, n - e);
+}
+
+static void v512_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
+{
+	const __m512i mag = _mm512_set1_epi32(0x7fffffff), vf = _mm512_set1_epi32((int)flip);
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16) {
+		__m512i d = _mm512_castps_si512(_mm512_sub_ps(ld16_bf16(a + e), ld16_bf16(b + e)));
+		_mm512_storeu_si512(keys + e, _mm512_xor_si512(_mm512_and_si512(d, mag), vf));
+	}
+	if (e < n)
+		base->abs_keys_bf16(keys + e, a + e, b + e, flip, n - e);
+}
+
+static void v512_ta_bf16(uint16_t *out, const uint16_t *b, const uint16_t *const *x, const float *w, int k, float den,
+			 int use_den, float lam, int use_lam, size_t n)
+{
+	const __m512 vd = _mm512_set1_ps(den), vl = _mm512_set1_ps(lam);
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16) {
+		__m512 be = ld16_bf16(b + e);
+		__m512 acc = _mm512_mul_ps(_mm512_sub_ps(ld16_bf16(x[0] + e), be), _mm512_set1_ps(w[0]));
+		for (int i = 1; i < k; i++)
+			acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_sub_ps(ld16_bf16(x[i] + e), be), _mm512_set1_ps(w[i])));
+		if (use_den)
+			acc = _mm512_div_ps(acc, vd);
+		if (use_lam)
+			acc = _mm512_mul_ps(acc, vl);
+		_mm256_storeu_si256((__m256i *)(out + e), cvt16_bf16(_mm512_add_ps(acc, be)));
+	}
+	if (e < n) {
+		const uint16_t *xt[64];
+		for (int i = 0; i < k; i++)
+			xt[i] = x[i] + e;
+		base->ta_bf16(out + e, b + e, xt, w, k, den, use_den, lam, use_lam, n - e);
+	}
+}
+
+static void v512_sub_bf16(float *out, const uint16_t *a, const uint16_t *b, size_t n)
+{
+	size_t e = 0;
+	for (; e + 16 <= n; e += 16)
+		_mm512_storeu_ps(out + e, _mm512_sub_ps(ld16_bf16(a + e), ld16_bf16(b + e)));
+	if (e < n)
+		base->sub_bf16(out + e, a + e, b + e, n - e);
+}
+
+/* Whole words from four 16-lane compares (mask != 0, NaN included, as the reference); the
+ * partly covered words at either end go to the AVX2 kernel, which ORs them in. */
+static void v512_mask_pack(uint64_t *w, uint64_t e0, const float *mask, size_t n)
+{
+	size_t head = (size_t)((64 - (e0 & 63)) & 63);
+	if (head > n)
+		head = n;
+	base->mask_pack(w, e0, mask, head);
+	size_t e = head;
+	const __m512 zero = _mm512_setzero_ps();
+	for (; e + 64 <= n; e += 64) {
+		uint64_t x = 0;
+		for (unsigned g = 0; g < 4; g++)
+			x |= (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(mask + e + 16 * g), zero, _CMP_NEQ_UQ) << (16 * g);
+		w[(e0 + e) >> 6] = x;
+	}
+	base->mask_pack(w, e0 + e, mask + e, n - e);
+}
+
+/* Sixteen lanes from 16 bits of a word, once the bit position is a multiple of 16. */
+static void v512_mask_unpack(const uint64_t *w, uint64_t e0, float *mask, size_t n)
+{
+	size_t head = (size_t)((16 - (e0 & 15)) & 15);
+	if (head > n)
+		head = n;
+	base->mask_unpack(w, e0, mask, head);
+	size_t e = head;
+	for (; e + 16 <= n; e += 16) {
+		uint64_t x = e0 + e;
+		_mm512_storeu_ps(mask + e, ones_where((__mmask16)(w[x >> 6] >> (x & 63))));
+	}
+	base->mask_unpack(w, e0 + e, mask + e, n - e);
+}
+
 static struct bf_kern kern_avx512;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -185,6 +413,15 @@ static void build(void)
 	kern_avx512.philox_uniform = v512_philox_uniform;
 	kern_avx512.philox_mask = v512_philox_mask;
 	kern_avx512.stable_rank = v512_stable_rank;
+	kern_avx512.wsum_bf16 = v512_wsum_bf16;
+	kern_avx512.gta_prep_bf16 = v512_gta_prep_bf16;
+	kern_avx512.consensus = v512_consensus;
+	kern_avx512.gta_finish_bf16 = v512_gta_finish_bf16;
+	kern_avx512.abs_keys_bf16 = v512_abs_keys_bf16;
+	kern_avx512.ta_bf16 = v512_ta_bf16;
+	kern_avx512.sub_bf16 = v512_sub_bf16;
+	kern_avx512.mask_pack = v512_mask_pack;
+	kern_avx512.mask_unpack = v512_mask_unpack;
 }
 
 const struct bf_kern *bf_kern_avx512(void)
