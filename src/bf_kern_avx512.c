@@ -9,7 +9,8 @@
  * did not pay (ties within noise), so the AVX2 one stays.
  *
  * The bf16 kernels of linear, task_arithmetic and the TIES family (wsum, ta, gta_prep,
- * consensus, gta_finish, abs_keys, sub, mask pack/unpack): half the instructions of the AVX2
+ * consensus, gta_finish, abs_keys, sub, mask pack/unpack), their f32 forms and the bf16
+ * conversions: half the instructions of the AVX2
  * ones (mask registers for the compares, vpmovdw for the rounding's narrowing), linear's daemon
  * user CPU about -30%, ties' -9% (docs/performance.md, round 9). The sums of dots_bf16 and
  * l1_pair run four double accumulators by e % 4 (their contract), which 8-lane double vectors
@@ -189,6 +190,11 @@ static inline __m512 ld16_bf16(const uint16_t *p)
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
+static inline __m512 ld16_any(const void *p, size_t e, int bf16)
+{
+	return bf16 ? ld16_bf16((const uint16_t *)p + e) : _mm512_loadu_ps((const float *)p + e);
+}
+
 /* RNE: (u + 0x7fff + lsb) >> 16; every NaN -> 0x7fc0 (as cvt8_bf16 and the reference) */
 static inline __m256i cvt16_bf16(__m512 x)
 {
@@ -202,6 +208,26 @@ static inline __m256i cvt16_bf16(__m512 x)
 static inline __m512 ones_where(__mmask16 m)
 {
 	return _mm512_maskz_mov_ps(m, _mm512_set1_ps(1.0f));
+}
+
+static void v512_bf16_to_f32(const void *src, float *dst, size_t n)
+{
+	const uint16_t *s = src;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(dst + i, ld16_bf16(s + i));
+	if (i < n)
+		base->bf16_to_f32(s + i, dst + i, n - i);
+}
+
+static void v512_f32_to_bf16(const float *src, void *dst, size_t n)
+{
+	uint16_t *d = dst;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm256_storeu_si256((__m256i *)(d + i), cvt16_bf16(_mm512_loadu_ps(src + i)));
+	if (i < n)
+		base->f32_to_bf16(src + i, d + i, n - i);
 }
 
 static void v512_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float *w, int k, float div, int use_div,
@@ -227,8 +253,10 @@ static void v512_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float 
 
 /* d = x - b, masked (mask array or top-k test), * scale, * w: gta_prep's order. The top-k test
  * keeps key < tk, or key == tk at a block index below lim, with key = ~bits(|d|) (unsigned). */
-static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
-			       uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+static inline __attribute__((always_inline)) void gta_prep16(float *d, const void *x, const void *b, int bf16,
+							     const float *mask, int tk_on, uint32_t tk,
+							     uint64_t ti, uint64_t e0, float scale, float w,
+							     size_t n)
 {
 	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
 	const __m512i vtk = _mm512_set1_epi32((int)tk), absm = _mm512_set1_epi32(0x7fffffff);
@@ -239,7 +267,7 @@ static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, c
 	size_t e = 0;
 	if (n <= 0x7fffffffu)
 		for (; e + 16 <= n; e += 16) {
-			__m512 v = _mm512_sub_ps(ld16_bf16(x + e), ld16_bf16(b + e));
+			__m512 v = _mm512_sub_ps(ld16_any(x, e, bf16), ld16_any(b, e, bf16));
 			if (mask) {
 				v = _mm512_mul_ps(v, _mm512_loadu_ps(mask + e));
 			} else if (tk_on) {
@@ -255,8 +283,26 @@ static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, c
 			_mm512_storeu_ps(d + e, _mm512_mul_ps(v, vw));
 			idx = _mm512_add_epi32(idx, sixteen);
 		}
-	if (e < n)
-		base->gta_prep_bf16(d + e, x + e, b + e, mask ? mask + e : NULL, tk_on, tk, ti, e0 + e, scale, w, n - e);
+	if (e == n)
+		return;
+	if (bf16)
+		base->gta_prep_bf16(d + e, (const uint16_t *)x + e, (const uint16_t *)b + e, mask ? mask + e : NULL,
+				    tk_on, tk, ti, e0 + e, scale, w, n - e);
+	else
+		base->gta_prep(d + e, (const float *)x + e, (const float *)b + e, mask ? mask + e : NULL, tk_on, tk,
+			       ti, e0 + e, scale, w, n - e);
+}
+
+static void v512_gta_prep(float *d, const float *x, const float *b, const float *mask, int tk_on, uint32_t tk,
+			  uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep16(d, x, b, 0, mask, tk_on, tk, ti, e0, scale, w, n);
+}
+
+static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, const float *mask, int tk_on,
+			       uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n)
+{
+	gta_prep16(d, x, b, 1, mask, tk_on, tk, ti, e0, scale, w, n);
 }
 
 /* sign(d) as 1, -1 or 0 (NaN and +-0: 0), computed as the AVX2 kernel does: pos - neg */
@@ -298,8 +344,10 @@ static void v512_consensus(float *out, float *den, const float *D, size_t stride
 		base->consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
 }
 
-static void v512_gta_finish_bf16(uint16_t *dst, const float *out, const float *den, const uint16_t *b,
-				 int normalize, float lam, int use_lam, size_t n)
+/* out / (den == 0 ? 1 : den) when normalize, * lam when use_lam, + b: gta_finish's order */
+static inline __attribute__((always_inline)) void gta_finish16(void *dst, const float *out, const float *den,
+							       const void *b, int bf16, int normalize,
+							       float lam, int use_lam, size_t n)
 {
 	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), vl = _mm512_set1_ps(lam);
 	size_t e = 0;
@@ -312,11 +360,31 @@ static void v512_gta_finish_bf16(uint16_t *dst, const float *out, const float *d
 		}
 		if (use_lam)
 			o = _mm512_mul_ps(o, vl);
-		o = _mm512_add_ps(o, ld16_bf16(b + e));
-		_mm256_storeu_si256((__m256i *)(dst + e), cvt16_bf16(o));
+		o = _mm512_add_ps(o, ld16_any(b, e, bf16));
+		if (bf16)
+			_mm256_storeu_si256((__m256i *)((uint16_t *)dst + e), cvt16_bf16(o));
+		else
+			_mm512_storeu_ps((float *)dst + e, o);
 	}
-	if (e < n)
-		base->gta_finish_bf16(dst + e, out + e, den + e, b + e, normalize, lam, use_lam, n - e);
+	if (e == n)
+		return;
+	if (bf16)
+		base->gta_finish_bf16((uint16_t *)dst + e, out + e, den + e, (const uint16_t *)b + e, normalize, lam,
+				      use_lam, n - e);
+	else
+		base->gta_finish((float *)dst + e, den + e, (const float *)b + e, normalize, lam, use_lam, n - e);
+}
+
+static void v512_gta_finish(float *out, const float *den, const float *b, int normalize, float lam, int use_lam,
+			    size_t n)
+{
+	gta_finish16(out, out, den, b, 0, normalize, lam, use_lam, n);
+}
+
+static void v512_gta_finish_bf16(uint16_t *dst, const float *out, const float *den, const uint16_t *b,
+				 int normalize, float lam, int use_lam, size_t n)
+{
+	gta_finish16(dst, out, den, b, 1, normalize, lam, use_lam, n);
 }
 
 static void v512_abs_keys_bf16(uint32_t *keys, const uint16_t *a, const uint16_t *b, uint32_t flip, size_t n)
@@ -413,7 +481,11 @@ static void build(void)
 	kern_avx512.philox_uniform = v512_philox_uniform;
 	kern_avx512.philox_mask = v512_philox_mask;
 	kern_avx512.stable_rank = v512_stable_rank;
+	kern_avx512.bf16_to_f32 = v512_bf16_to_f32;
+	kern_avx512.f32_to_bf16 = v512_f32_to_bf16;
 	kern_avx512.wsum_bf16 = v512_wsum_bf16;
+	kern_avx512.gta_prep = v512_gta_prep;
+	kern_avx512.gta_finish = v512_gta_finish;
 	kern_avx512.gta_prep_bf16 = v512_gta_prep_bf16;
 	kern_avx512.consensus = v512_consensus;
 	kern_avx512.gta_finish_bf16 = v512_gta_finish_bf16;
