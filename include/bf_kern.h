@@ -34,6 +34,20 @@ static inline void bf_della_bucket(uint32_t k, size_t i, uint32_t base, uint32_t
 	hs[i] = (uint16_t)(((b + 1) & nz) | ((J + (uint32_t)(i & (BF_DELLA_JUNK - 1))) & ~nz));
 }
 
+/* digit_compact (below) from entry i on, k entries kept so far (k <= i): the reference, and the
+ * vector variants' tails. Branch-free: every entry is written at k, kept by advancing k. */
+static inline uint64_t bf_digit_compact_from(uint32_t *ck, uint32_t *ci, uint64_t k, uint64_t i, uint64_t n,
+					     unsigned shift, uint32_t sub, uint32_t d)
+{
+	for (; i < n; i++) {
+		uint32_t key = ck[i], id = ci[i];
+		ck[k] = key;
+		ci[k] = id;
+		k += (((key >> shift) - sub) & 255u) == d;
+	}
+	return k;
+}
+
 /* entries past cap that window_scan may write */
 #define BF_SCAN_SLACK 16
 
@@ -114,6 +128,10 @@ struct bf_kern {
 	 * with whole vectors. */
 	uint64_t (*window_scan)(const uint32_t *keys, size_t n, uint32_t lo, uint32_t w, uint32_t idx0, uint32_t *ok,
 				uint32_t *oi, uint64_t *cn, uint64_t cap);
+	/* bf_select's narrowing of a collect buffer: keeps, in order, at the front of ck and ci, the
+	 * entries whose digit ((ck[j] >> shift) - sub) & 255 equals d, and returns how many (in
+	 * place: an entry is written at or before the one it came from; shift < 32). */
+	uint64_t (*digit_compact)(uint32_t *ck, uint32_t *ci, uint64_t n, unsigned shift, uint32_t sub, uint32_t d);
 	/* The 0-based rank of element i (key k) in the stable ascending order of keys[0..n): how
 	 * many keys[j] < k (unsigned), plus how many keys[j] == k with j < i (DELLA's exact ranks). */
 	uint64_t (*stable_rank)(const uint32_t *keys, size_t n, uint32_t k, size_t i);

@@ -317,6 +317,11 @@ static uint64_t ref_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uin
 	return below;
 }
 
+static uint64_t ref_digit_compact(uint32_t *ck, uint32_t *ci, uint64_t n, unsigned shift, uint32_t sub, uint32_t d)
+{
+	return bf_digit_compact_from(ck, ci, 0, 0, n, shift, sub, d);
+}
+
 static uint64_t ref_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size_t i)
 {
 	uint64_t r = 0;
@@ -373,7 +378,7 @@ const struct bf_kern bf_kern_ref = {
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
-	.stable_rank = ref_stable_rank,
+	.stable_rank = ref_stable_rank, .digit_compact = ref_digit_compact,
 	.della_keys = ref_della_keys, .della_buckets = ref_della_buckets, .della_decide = ref_della_decide,
 	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,
 };

@@ -695,6 +695,27 @@ static uint64_t v_window_scan(const uint32_t *keys, size_t n, uint32_t lo, uint3
 	return below + bf_kern_ref.window_scan(keys + j, n - j, lo, w, idx0 + (uint32_t)j, ok, oi, cn, cap);
 }
 
+/* 8 entries at a time: the digit test as a lane mask, the kept keys and indices left-packed
+ * with one permutation each (window_scan's table) and stored whole at k <= i: in place, the
+ * store only reaches entries already loaded. */
+static uint64_t v_digit_compact(uint32_t *ck, uint32_t *ci, uint64_t n, unsigned shift, uint32_t sub, uint32_t d)
+{
+	const __m128i sh = _mm_cvtsi32_si128((int)shift);
+	const __m256i vsub = _mm256_set1_epi32((int)sub), vd = _mm256_set1_epi32((int)d), m8 = _mm256_set1_epi32(255);
+	uint64_t k = 0, i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256i key = _mm256_loadu_si256((const __m256i *)(ck + i));
+		__m256i id = _mm256_loadu_si256((const __m256i *)(ci + i));
+		__m256i dig = _mm256_and_si256(_mm256_sub_epi32(_mm256_srl_epi32(key, sh), vsub), m8);
+		unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(dig, vd)));
+		__m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)pack_lut[m]));
+		_mm256_storeu_si256((__m256i *)(ck + k), _mm256_permutevar8x32_epi32(key, perm));
+		_mm256_storeu_si256((__m256i *)(ci + k), _mm256_permutevar8x32_epi32(id, perm));
+		k += (uint64_t)__builtin_popcount(m);
+	}
+	return bf_digit_compact_from(ck, ci, k, i, n, shift, sub, d);
+}
+
 /* keys <= k over [0, i), keys < k over [i, n): unsigned compares as signed ones on sign-flipped
  * values, 8 keys per step */
 static uint64_t v_stable_rank(const uint32_t *keys, size_t n, uint32_t k, size_t i)
@@ -794,7 +815,7 @@ static const struct bf_kern kern_avx2 = {
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,
-	.stable_rank = v_stable_rank,
+	.stable_rank = v_stable_rank, .digit_compact = v_digit_compact,
 	.della_keys = v_della_keys, .della_buckets = v_della_buckets, .della_decide = v_della_decide,
 	.abs_keys = v_abs_keys, .abs_keys_bf16 = v_abs_keys_bf16, .dots_bf16 = v_dots_bf16,
 };

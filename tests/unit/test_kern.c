@@ -586,6 +586,42 @@ BF_TEST(window_scan)
 	}
 }
 
+BF_TEST(digit_compact)
+{
+	/* by hand: keys 0x100 0x201 0x1ff 0x2ff, digit (key >> 8) - 1: 0 1 0 1; keep digit 1 */
+	uint32_t hk[4] = { 0x100, 0x201, 0x1ff, 0x2ff }, hi[4] = { 10, 11, 12, 13 };
+	EXPECT(bf_kern_ref.digit_compact(hk, hi, 4, 8, 1, 1) == 2);
+	EXPECT(hk[0] == 0x201 && hk[1] == 0x2ff && hi[0] == 11 && hi[1] == 13);
+	/* every variant against a plain filter: lengths around the vector widths, keys crowded into
+	 * a few digits (as a window's are), the subtraction wrapping, a digit that is absent */
+	for (int round = 0; round < 3000; round++) {
+		size_t n = r32() % 300;
+		unsigned shift = (unsigned)(r32() % 3) * 8;
+		uint32_t sub = round % 3 ? 0 : r32() % 256, base = r32(), d = r32() % 4 == 0 ? r32() % 256 : 0;
+		uint32_t keys[300], ek[300], ei[300];
+		uint64_t en = 0;
+		for (size_t j = 0; j < n; j++) {
+			keys[j] = base + ((r32() % 3) << shift) + (shift ? r32() % (1u << shift) : 0);
+			if (j == n / 2 && r32() % 4)
+				d = (((keys[j] >> shift) - sub) & 255u); /* usually present */
+		}
+		for (size_t j = 0; j < n; j++)
+			if ((((keys[j] >> shift) - sub) & 255u) == d) {
+				ek[en] = keys[j];
+				ei[en++] = 7 * (uint32_t)j;
+			}
+		const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+		for (int v = 0; v < 2 && ks[v]; v++) {
+			uint32_t ck[300], ci[300];
+			memcpy(ck, keys, n * 4);
+			for (size_t j = 0; j < n; j++)
+				ci[j] = 7 * (uint32_t)j;
+			EXPECT(ks[v]->digit_compact(ck, ci, n, shift, sub, d) == en);
+			EXPECT(en == 0 || (memcmp(ck, ek, en * 4) == 0 && memcmp(ci, ei, en * 4) == 0));
+		}
+	}
+}
+
 BF_TEST(stable_rank)
 {
 	/* by hand: keys 5 3 5 1 5, element 2 (a 5): 3 and 1 below, one 5 before it -> 3 */
@@ -780,6 +816,7 @@ int main(void)
 		RUN(gta_bf16_steps);
 		RUN(abs_keys);
 		RUN(window_scan);
+		RUN(digit_compact);
 		RUN(stable_rank);
 		RUN(della_passes);
 		RUN(reference_values);
