@@ -313,32 +313,55 @@ static inline __m512 sgn16(__m512 d, __mmask16 *gt, __mmask16 *lt)
 	return _mm512_sub_ps(ones_where(*gt), ones_where(*lt));
 }
 
+/* One 16-lane group of consensus (the AVX2 kernel's operations, with masks). */
+struct cons16 {
+	__m512 vote, acc, dn;
+	__mmask16 spos;
+};
+
+static inline __attribute__((always_inline)) void cons16_vote(struct cons16 *c, __m512 d, int count)
+{
+	__mmask16 gt, lt;
+	c->vote = _mm512_add_ps(c->vote, count ? sgn16(d, &gt, &lt) : d);
+}
+
+static inline __attribute__((always_inline)) void cons16_sum(struct cons16 *c, __m512 d, __m512 wi)
+{
+	/* sign(d) == s: d > 0 where s is +1, d < 0 where it is -1 */
+	__mmask16 gt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GT_OQ);
+	__mmask16 lt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_LT_OQ);
+	__m512 keep = ones_where((__mmask16)((gt & c->spos) | (lt & (__mmask16)~c->spos)));
+	c->acc = _mm512_add_ps(c->acc, _mm512_mul_ps(d, keep));
+	c->dn = _mm512_add_ps(c->dn, _mm512_mul_ps(wi, keep));
+}
+
+/* Two groups per step: each group's sums are chains of k dependent additions, so one group at
+ * a time waits on the adder's latency; the two chains interleave. */
 static void v512_consensus(float *out, float *den, const float *D, size_t stride, const float *w, int k, int count,
 			   size_t n)
 {
 	const __m512 zero = _mm512_setzero_ps();
 	size_t e = 0;
-	for (; e + 16 <= n; e += 16) {
-		__m512 vote = zero;
-		__mmask16 gt, lt;
+	for (; e + 32 <= n; e += 32) {
+		struct cons16 a = { zero, zero, zero, 0 }, b = { zero, zero, zero, 0 };
 		for (int i = 0; i < k; i++) {
-			__m512 d = _mm512_loadu_ps(D + (size_t)i * stride + e);
-			vote = _mm512_add_ps(vote, count ? sgn16(d, &gt, &lt) : d);
+			const float *Di = D + (size_t)i * stride + e;
+			cons16_vote(&a, _mm512_loadu_ps(Di), count);
+			cons16_vote(&b, _mm512_loadu_ps(Di + 16), count);
 		}
-		/* s = +1 where vote >= 0, else -1 (NaN too); sign(d) == s is then d > 0 where s is +1
-		 * and d < 0 where it is -1 */
-		__mmask16 spos = _mm512_cmp_ps_mask(vote, zero, _CMP_GE_OQ);
-		__m512 acc = zero, dn = zero;
+		/* s = +1 where vote >= 0, else -1 (NaN too) */
+		a.spos = _mm512_cmp_ps_mask(a.vote, zero, _CMP_GE_OQ);
+		b.spos = _mm512_cmp_ps_mask(b.vote, zero, _CMP_GE_OQ);
 		for (int i = 0; i < k; i++) {
-			__m512 d = _mm512_loadu_ps(D + (size_t)i * stride + e);
-			gt = _mm512_cmp_ps_mask(d, zero, _CMP_GT_OQ);
-			lt = _mm512_cmp_ps_mask(d, zero, _CMP_LT_OQ);
-			__m512 keep = ones_where((__mmask16)((gt & spos) | (lt & (__mmask16)~spos)));
-			acc = _mm512_add_ps(acc, _mm512_mul_ps(d, keep));
-			dn = _mm512_add_ps(dn, _mm512_mul_ps(_mm512_set1_ps(w[i]), keep));
+			const float *Di = D + (size_t)i * stride + e;
+			__m512 wi = _mm512_set1_ps(w[i]);
+			cons16_sum(&a, _mm512_loadu_ps(Di), wi);
+			cons16_sum(&b, _mm512_loadu_ps(Di + 16), wi);
 		}
-		_mm512_storeu_ps(out + e, acc);
-		_mm512_storeu_ps(den + e, dn);
+		_mm512_storeu_ps(out + e, a.acc);
+		_mm512_storeu_ps(out + e + 16, b.acc);
+		_mm512_storeu_ps(den + e, a.dn);
+		_mm512_storeu_ps(den + e + 16, b.dn);
 	}
 	if (e < n)
 		base->consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
