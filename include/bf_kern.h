@@ -48,6 +48,15 @@ static inline uint64_t bf_digit_compact_from(uint32_t *ck, uint32_t *ci, uint64_
 	return k;
 }
 
+/* The end of dots_f64, dots_bf16 and l1_pair: their eight accumulators (element e adds to
+ * a[e % 8]) added in one fixed order. Eight, so that one 8-lane double vector, or two 4-lane
+ * ones, hold them and consecutive elements do not wait on each other's additions; the order of
+ * every addition is part of the contract, so every variant gives the reference's bits. */
+static inline double bf_fold8(const double a[8])
+{
+	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 /* entries past cap that window_scan may write */
 #define BF_SCAN_SLACK 16
 
@@ -83,14 +92,14 @@ struct bf_kern {
 	 * (bf_select's stable descending rank), else 0. */
 	void (*topk_mask)(float *mask, const float *d, uint32_t tk, uint64_t ti, uint64_t e0, size_t n);
 	/* Dot products of k vectors: g[i*k + j] += sum_e v_i[e] * v_j[e] for i <= j, the products
-	 * in double (exact), summed into 4 accumulators by e % 4 in index order, which are added
-	 * as (a0 + a1) + (a2 + a3) at the end of the call. */
+	 * in double (exact), summed into 8 accumulators by e % 8 in index order, which are added
+	 * as bf_fold8 adds them at the end of the call. */
 	void (*dots_f64)(const float *const *v, int k, size_t n, double *g);
 	/* dots_f64 of bf16 vectors (each element widened to f32 exactly, then as dots_f64). */
 	void (*dots_bf16)(const uint16_t *const *v, int k, size_t n, double *g);
 	/* L1 norms for DARE/DELLA rescaling: *a += sum |d[e]|, *b += sum |d[e] * mask[e]| (the
-	 * product in f32), each term widened to double and summed like dots_f64 (4 accumulators by
-	 * e % 4, added as (a0 + a1) + (a2 + a3) at the end of the call). */
+	 * product in f32), each term widened to double and summed like dots_f64 (8 accumulators by
+	 * e % 8, folded by bf_fold8 at the end of the call). */
 	void (*l1_pair)(const float *d, const float *mask, size_t n, double *a, double *b);
 	/* One task vector of a TIES-family kernel, in one pass instead of four:
 	 *   d[e] = x[e] - b[e]; then, when masked, d[e] * m[e] with m[e] = mask[e] (mask != NULL)

@@ -169,10 +169,10 @@ static inline void dots_impl(const void *const *v, int bf16, int k, size_t n, do
 {
 	for (int i = 0; i < k; i++)
 		for (int j = i; j < k; j++) {
-			double a[4] = { 0, 0, 0, 0 };
+			double a[8] = { 0 };
 			for (size_t e = 0; e < n; e++)
-				a[e & 3] = a[e & 3] + (double)bf_kern_elem(v[i], e, bf16) * (double)bf_kern_elem(v[j], e, bf16);
-			g[i * k + j] += (a[0] + a[1]) + (a[2] + a[3]);
+				a[e & 7] = a[e & 7] + (double)bf_kern_elem(v[i], e, bf16) * (double)bf_kern_elem(v[j], e, bf16);
+			g[i * k + j] += bf_fold8(a);
 		}
 }
 
@@ -188,13 +188,13 @@ static void ref_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
 
 static void ref_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
 {
-	double sa[4] = { 0, 0, 0, 0 }, sb[4] = { 0, 0, 0, 0 };
+	double sa[8] = { 0 }, sb[8] = { 0 };
 	for (size_t e = 0; e < n; e++) {
-		sa[e & 3] = sa[e & 3] + (double)fabsf(d[e]);
-		sb[e & 3] = sb[e & 3] + (double)fabsf(d[e] * mask[e]);
+		sa[e & 7] = sa[e & 7] + (double)fabsf(d[e]);
+		sb[e & 7] = sb[e & 7] + (double)fabsf(d[e] * mask[e]);
 	}
-	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
-	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
+	*a += bf_fold8(sa);
+	*b += bf_fold8(sb);
 }
 
 static inline void gta_prep_impl(float *d, const void *x, const void *b, int bf16, const float *mask, int tk_on,

@@ -416,45 +416,54 @@ static inline __m256d ld4_pd(const void *p, size_t e, int bf16)
 	return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16)));
 }
 
-/* Tail and final sum of one pair, from its four lanes: the reference's order exactly. */
-static inline void dots_pair_finish(__m256d acc, const void *x, const void *y, int bf16, size_t e, size_t n,
-				    double *g)
+/* Tail and final sum of one pair, from its eight accumulators (lanes 0-3 in lo, 4-7 in hi):
+ * the reference's order exactly. */
+static inline void dots_pair_finish(__m256d lo, __m256d hi, const void *x, const void *y, int bf16, size_t e,
+				    size_t n, double *g)
 {
-	double a[4];
-	_mm256_storeu_pd(a, acc);
+	double a[8];
+	_mm256_storeu_pd(a, lo);
+	_mm256_storeu_pd(a + 4, hi);
 	for (; e < n; e++)
-		a[e & 3] = a[e & 3] + (double)bf_kern_elem(x, e, bf16) * (double)bf_kern_elem(y, e, bf16);
-	*g += (a[0] + a[1]) + (a[2] + a[3]);
+		a[e & 7] = a[e & 7] + (double)bf_kern_elem(x, e, bf16) * (double)bf_kern_elem(y, e, bf16);
+	*g += bf_fold8(a);
 }
 
-/* Two vectors (slerp's norms and dot product) in one pass with the three accumulators in
- * registers: each element is loaded and widened once instead of three times. Each pair keeps
- * its own four lanes, added to in element order, so the sums are the reference's bit for bit.
- * Other k go pair by pair. f32 or bf16 inputs. */
+/* Two vectors (slerp's norms and dot product) in one pass with the accumulators in registers:
+ * each element is loaded and widened once instead of three times. Each pair keeps its eight
+ * accumulators in two vectors, added to in element order, so the sums are the reference's bit
+ * for bit. Other k go pair by pair. f32 or bf16 inputs. */
 static inline __attribute__((always_inline)) void dots_impl(const void *const *v, int bf16, int k, size_t n,
 							   double *g)
 {
+	const __m256d z = _mm256_setzero_pd();
 	if (k == 2) {
-		__m256d aa = _mm256_setzero_pd(), ab = _mm256_setzero_pd(), bb = _mm256_setzero_pd();
+		__m256d aa0 = z, aa1 = z, ab0 = z, ab1 = z, bb0 = z, bb1 = z;
 		size_t e = 0;
-		for (; e + 4 <= n; e += 4) {
-			__m256d x = ld4_pd(v[0], e, bf16), y = ld4_pd(v[1], e, bf16);
-			aa = _mm256_add_pd(aa, _mm256_mul_pd(x, x));
-			ab = _mm256_add_pd(ab, _mm256_mul_pd(x, y));
-			bb = _mm256_add_pd(bb, _mm256_mul_pd(y, y));
+		for (; e + 8 <= n; e += 8) {
+			__m256d x0 = ld4_pd(v[0], e, bf16), y0 = ld4_pd(v[1], e, bf16);
+			__m256d x1 = ld4_pd(v[0], e + 4, bf16), y1 = ld4_pd(v[1], e + 4, bf16);
+			aa0 = _mm256_add_pd(aa0, _mm256_mul_pd(x0, x0));
+			aa1 = _mm256_add_pd(aa1, _mm256_mul_pd(x1, x1));
+			ab0 = _mm256_add_pd(ab0, _mm256_mul_pd(x0, y0));
+			ab1 = _mm256_add_pd(ab1, _mm256_mul_pd(x1, y1));
+			bb0 = _mm256_add_pd(bb0, _mm256_mul_pd(y0, y0));
+			bb1 = _mm256_add_pd(bb1, _mm256_mul_pd(y1, y1));
 		}
-		dots_pair_finish(aa, v[0], v[0], bf16, e, n, &g[0]);
-		dots_pair_finish(ab, v[0], v[1], bf16, e, n, &g[1]);
-		dots_pair_finish(bb, v[1], v[1], bf16, e, n, &g[3]);
+		dots_pair_finish(aa0, aa1, v[0], v[0], bf16, e, n, &g[0]);
+		dots_pair_finish(ab0, ab1, v[0], v[1], bf16, e, n, &g[1]);
+		dots_pair_finish(bb0, bb1, v[1], v[1], bf16, e, n, &g[3]);
 		return;
 	}
 	for (int i = 0; i < k; i++)
 		for (int j = i; j < k; j++) {
-			__m256d acc = _mm256_setzero_pd();
+			__m256d acc0 = z, acc1 = z;
 			size_t e = 0;
-			for (; e + 4 <= n; e += 4)
-				acc = _mm256_add_pd(acc, _mm256_mul_pd(ld4_pd(v[i], e, bf16), ld4_pd(v[j], e, bf16)));
-			dots_pair_finish(acc, v[i], v[j], bf16, e, n, &g[i * k + j]);
+			for (; e + 8 <= n; e += 8) {
+				acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(ld4_pd(v[i], e, bf16), ld4_pd(v[j], e, bf16)));
+				acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(ld4_pd(v[i], e + 4, bf16), ld4_pd(v[j], e + 4, bf16)));
+			}
+			dots_pair_finish(acc0, acc1, v[i], v[j], bf16, e, n, &g[i * k + j]);
 		}
 }
 
@@ -471,23 +480,27 @@ static void v_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
 static void v_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
 {
 	const __m128 abs = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
-	__m256d va = _mm256_setzero_pd(), vb = _mm256_setzero_pd();
+	__m256d va0 = _mm256_setzero_pd(), va1 = va0, vb0 = va0, vb1 = va0;
 	size_t e = 0;
-	for (; e + 4 <= n; e += 4) {
-		__m128 x = _mm_loadu_ps(d + e);
-		__m128 xm = _mm_mul_ps(x, _mm_loadu_ps(mask + e));
-		va = _mm256_add_pd(va, _mm256_cvtps_pd(_mm_and_ps(x, abs)));
-		vb = _mm256_add_pd(vb, _mm256_cvtps_pd(_mm_and_ps(xm, abs)));
+	for (; e + 8 <= n; e += 8) {
+		__m128 x0 = _mm_loadu_ps(d + e), x1 = _mm_loadu_ps(d + e + 4);
+		__m128 xm0 = _mm_mul_ps(x0, _mm_loadu_ps(mask + e)), xm1 = _mm_mul_ps(x1, _mm_loadu_ps(mask + e + 4));
+		va0 = _mm256_add_pd(va0, _mm256_cvtps_pd(_mm_and_ps(x0, abs)));
+		va1 = _mm256_add_pd(va1, _mm256_cvtps_pd(_mm_and_ps(x1, abs)));
+		vb0 = _mm256_add_pd(vb0, _mm256_cvtps_pd(_mm_and_ps(xm0, abs)));
+		vb1 = _mm256_add_pd(vb1, _mm256_cvtps_pd(_mm_and_ps(xm1, abs)));
 	}
-	double sa[4], sb[4];
-	_mm256_storeu_pd(sa, va);
-	_mm256_storeu_pd(sb, vb);
+	double sa[8], sb[8];
+	_mm256_storeu_pd(sa, va0);
+	_mm256_storeu_pd(sa + 4, va1);
+	_mm256_storeu_pd(sb, vb0);
+	_mm256_storeu_pd(sb + 4, vb1);
 	for (; e < n; e++) {
-		sa[e & 3] = sa[e & 3] + (double)fabsf(d[e]);
-		sb[e & 3] = sb[e & 3] + (double)fabsf(d[e] * mask[e]);
+		sa[e & 7] = sa[e & 7] + (double)fabsf(d[e]);
+		sb[e & 7] = sb[e & 7] + (double)fabsf(d[e] * mask[e]);
 	}
-	*a += (sa[0] + sa[1]) + (sa[2] + sa[3]);
-	*b += (sb[0] + sb[1]) + (sb[2] + sb[3]);
+	*a += bf_fold8(sa);
+	*b += bf_fold8(sb);
 }
 
 /* 8 elements of an f32 or a bf16 array (constant-folded in each caller) */

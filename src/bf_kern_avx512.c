@@ -12,10 +12,10 @@
  * consensus, gta_finish, abs_keys, sub, mask pack/unpack), their f32 forms and the bf16
  * conversions: half the instructions of the AVX2
  * ones (mask registers for the compares, vpmovdw for the rounding's narrowing), linear's daemon
- * user CPU about -30%, ties' -9% (docs/performance.md, round 9). The sums of dots_bf16 and
- * l1_pair run four double accumulators by e % 4 (their contract), which 8-lane double vectors
- * cannot shorten, so they stay AVX2. */
+ * user CPU about -30%, ties' -9% (docs/performance.md, round 9). The double sums of dots and
+ * l1_pair hold their eight accumulators (bf_fold8) in one 8-lane vector. */
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -507,6 +507,84 @@ static uint64_t v512_digit_compact(uint32_t *ck, uint32_t *ci, uint64_t n, unsig
 	return bf_digit_compact_from(ck, ci, k, i, n, shift, sub, d);
 }
 
+/* The double sums: one 8-lane vector holds a pair's eight accumulators (bf_fold8), so each
+ * step adds eight elements with one instruction, in the reference's order. */
+static inline __m512d ld8_pd(const void *p, size_t e, int bf16)
+{
+	if (!bf16)
+		return _mm512_cvtps_pd(_mm256_loadu_ps((const float *)p + e));
+	__m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + e))), 16);
+	return _mm512_cvtps_pd(_mm256_castsi256_ps(w));
+}
+
+static inline void dots8_finish(__m512d acc, const void *x, const void *y, int bf16, size_t e, size_t n, double *g)
+{
+	double a[8];
+	_mm512_storeu_pd(a, acc);
+	for (; e < n; e++)
+		a[e & 7] = a[e & 7] + (double)bf_kern_elem(x, e, bf16) * (double)bf_kern_elem(y, e, bf16);
+	*g += bf_fold8(a);
+}
+
+static inline __attribute__((always_inline)) void dots8(const void *const *v, int bf16, int k, size_t n, double *g)
+{
+	const __m512d z = _mm512_setzero_pd();
+	if (k == 2) {
+		__m512d aa = z, ab = z, bb = z;
+		size_t e = 0;
+		for (; e + 8 <= n; e += 8) {
+			__m512d x = ld8_pd(v[0], e, bf16), y = ld8_pd(v[1], e, bf16);
+			aa = _mm512_add_pd(aa, _mm512_mul_pd(x, x));
+			ab = _mm512_add_pd(ab, _mm512_mul_pd(x, y));
+			bb = _mm512_add_pd(bb, _mm512_mul_pd(y, y));
+		}
+		dots8_finish(aa, v[0], v[0], bf16, e, n, &g[0]);
+		dots8_finish(ab, v[0], v[1], bf16, e, n, &g[1]);
+		dots8_finish(bb, v[1], v[1], bf16, e, n, &g[3]);
+		return;
+	}
+	for (int i = 0; i < k; i++)
+		for (int j = i; j < k; j++) {
+			__m512d acc = z;
+			size_t e = 0;
+			for (; e + 8 <= n; e += 8)
+				acc = _mm512_add_pd(acc, _mm512_mul_pd(ld8_pd(v[i], e, bf16), ld8_pd(v[j], e, bf16)));
+			dots8_finish(acc, v[i], v[j], bf16, e, n, &g[i * k + j]);
+		}
+}
+
+static void v512_dots_f64(const float *const *v, int k, size_t n, double *g)
+{
+	dots8((const void *const *)v, 0, k, n, g);
+}
+
+static void v512_dots_bf16(const uint16_t *const *v, int k, size_t n, double *g)
+{
+	dots8((const void *const *)v, 1, k, n, g);
+}
+
+static void v512_l1_pair(const float *d, const float *mask, size_t n, double *a, double *b)
+{
+	const __m256 abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m512d va = _mm512_setzero_pd(), vb = va;
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8) {
+		__m256 x = _mm256_loadu_ps(d + e);
+		__m256 xm = _mm256_mul_ps(x, _mm256_loadu_ps(mask + e));
+		va = _mm512_add_pd(va, _mm512_cvtps_pd(_mm256_and_ps(x, abs)));
+		vb = _mm512_add_pd(vb, _mm512_cvtps_pd(_mm256_and_ps(xm, abs)));
+	}
+	double sa[8], sb[8];
+	_mm512_storeu_pd(sa, va);
+	_mm512_storeu_pd(sb, vb);
+	for (; e < n; e++) {
+		sa[e & 7] = sa[e & 7] + (double)fabsf(d[e]);
+		sb[e & 7] = sb[e & 7] + (double)fabsf(d[e] * mask[e]);
+	}
+	*a += bf_fold8(sa);
+	*b += bf_fold8(sb);
+}
+
 static struct bf_kern kern_avx512;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -536,6 +614,9 @@ static void build(void)
 	kern_avx512.mask_pack = v512_mask_pack;
 	kern_avx512.mask_unpack = v512_mask_unpack;
 	kern_avx512.digit_compact = v512_digit_compact;
+	kern_avx512.dots_f64 = v512_dots_f64;
+	kern_avx512.dots_bf16 = v512_dots_bf16;
+	kern_avx512.l1_pair = v512_l1_pair;
 }
 
 const struct bf_kern *bf_kern_avx512(void)

@@ -320,6 +320,41 @@ BF_TEST(philox_block)
 	}
 }
 
+/* Full-precision values over 40 octaves, either sign: their double sums round, so a variant
+ * that adds in another order than bf_fold8's gives other bits (the /997 values above are too
+ * short to round at all). */
+static float wide_value(void)
+{
+	float x = ldexpf(1.0f + (float)(r32() & 0xffffff) / 16777216.0f, (int)(r32() % 40) - 20);
+	return r32() % 2 ? -x : x;
+}
+
+BF_TEST(sum_order)
+{
+	/* by hand: 2^30 at e = 0 (accumulator 0) and sixteen 2^-25 at e = 4, 12, ..., 124 (all
+	 * accumulator 4). Each 2^-25 added to 2^30 would be lost (56 bits apart); added to each
+	 * other they make 2^-21, and 2^30 + 2^-21 is exact. So the e % 8 accumulators and their fold
+	 * give 2^30 + 2^-21, where a plain sum or four accumulators by e % 4 give 2^30. */
+	float d[128] = { 0 }, one[128], sq[128] = { 0 };
+	d[0] = 0x1p30f;
+	sq[0] = 0x1p15f; /* squares: 2^30, and 2^-26 for 2^-13 */
+	for (int j = 0; j < 16; j++) {
+		d[4 + 8 * j] = -0x1p-25f; /* l1 takes |d| */
+		sq[4 + 8 * j] = 0x1p-13f;
+	}
+	for (int e = 0; e < 128; e++)
+		one[e] = 1.0f;
+	const float *sv[1] = { sq };
+	const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+	for (int v = 0; v < 2 && ks[v]; v++) {
+		double a = 0, b = 0, g = 0;
+		ks[v]->l1_pair(d, one, 128, &a, &b);
+		EXPECT(a == 0x1p30 + 0x1p-21 && b == a);
+		ks[v]->dots_f64(sv, 1, 128, &g);
+		EXPECT(g == 0x1p30 + 0x1p-22);
+	}
+}
+
 BF_TEST(dots)
 {
 	if (!simd)
@@ -331,7 +366,7 @@ BF_TEST(dots)
 		for (int i = 0; i < k; i++) {
 			v[i] = malloc(n * 4);
 			for (size_t e = 0; e < n; e++)
-				v[i][e] = (float)((int)(r32() % 20001) - 10000) / 997.0f;
+				v[i][e] = round % 2 ? wide_value() : (float)((int)(r32() % 20001) - 10000) / 997.0f;
 		}
 		double g1[64] = { 0 }, g2[64] = { 0 };
 		bf_kern_ref.dots_f64((const float *const *)v, k, n, g1);
@@ -341,7 +376,7 @@ BF_TEST(dots)
 		double plain = 0;
 		for (size_t e = 0; e < n; e++)
 			plain += (double)v[0][e] * v[0][e];
-		EXPECT_NEAR(g1[0], plain, 1e-9 * (plain > 1 ? plain : 1));
+		EXPECT_NEAR(g1[0], plain, 1e-9 * (plain > 1 ? plain : 1) + 1e-300);
 		for (int i = 0; i < k; i++)
 			free(v[i]);
 	}
@@ -402,7 +437,7 @@ BF_TEST(l1_pair)
 		size_t n = 1 + r32() % 300;
 		float *d = malloc(n * 4), *m = malloc(n * 4);
 		for (size_t e = 0; e < n; e++) {
-			d[e] = (float)((int)(r32() % 20001) - 10000) / 997.0f;
+			d[e] = round % 2 ? wide_value() : (float)((int)(r32() % 20001) - 10000) / 997.0f;
 			m[e] = r32() % 3 ? 1.0f : 0.0f;
 		}
 		double a1 = 0.5, b1 = 0.25, a2 = 0.5, b2 = 0.25;
@@ -808,6 +843,7 @@ int main(void)
 		RUN(fused_equal_primitives);
 		RUN(consensus_and_topk);
 		RUN(philox_block);
+		RUN(sum_order);
 		RUN(dots);
 		RUN(bf16_input_kernels);
 		RUN(l1_pair);
