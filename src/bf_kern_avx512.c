@@ -9,11 +9,11 @@
  * did not pay (ties within noise), so the AVX2 one stays.
  *
  * The bf16 kernels of linear, task_arithmetic and the TIES family (wsum, ta, gta_prep,
- * consensus, gta_finish, abs_keys, sub, mask pack/unpack), their f32 forms and the bf16
- * conversions: half the instructions of the AVX2
- * ones (mask registers for the compares, vpmovdw for the rounding's narrowing), linear's daemon
- * user CPU about -30%, ties' -9% (docs/performance.md, round 9). The double sums of dots and
- * l1_pair hold their eight accumulators (bf_fold8) in one 8-lane vector. */
+ * consensus, gta_finish, abs_keys, sub, mask pack/unpack), their f32 forms, the bf16
+ * conversions and the selection's digit_compact: half the instructions of the AVX2 ones (mask
+ * registers for the compares, vpmovdw for the rounding's narrowing, vpcompressd into a
+ * register). The double sums of dots and l1_pair hold their eight accumulators (bf_fold8) in
+ * one 8-lane vector. Figures in docs/performance.md, round 9. */
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
