@@ -57,6 +57,17 @@ static inline double bf_fold8(const double a[8])
 	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+/* One model of gta_fused_bf16 (below): its inputs and how gta_prep_bf16 treats them. */
+struct bf_gta_in {
+	const uint16_t *x;       /* bf16 inputs, indexed like the call's elements */
+	const uint64_t *bits;    /* its mask as bits (bit e0 + e, mask_unpack's layout), or NULL */
+	int tk_on;               /* without bits: topk_mask's test with (tk, ti), or no mask */
+	uint32_t tk;
+	uint64_t ti;
+	float scale, w;
+};
+#define BF_GTA_FUSED_MAX 8
+
 /* entries past cap that window_scan may write */
 #define BF_SCAN_SLACK 16
 
@@ -118,6 +129,13 @@ struct bf_kern {
 			      uint32_t tk, uint64_t ti, uint64_t e0, float scale, float w, size_t n);
 	void (*gta_finish_bf16)(uint16_t *dst, const float *out, const float *den, const uint16_t *b, int normalize,
 				float lam, int use_lam, size_t n);
+	/* The consensus step of a TIES-family kernel for k <= BF_GTA_FUSED_MAX bf16 models, by
+	 * definition bf_kern_gta_fused_compose of this table: gta_prep_bf16 of each model (its
+	 * mask = mask_unpack of its bits when it has them, else its top-k test when tk_on, else
+	 * none; its scale and w), consensus of the results with the weights w, gta_finish_bf16
+	 * into dst. A variant may do it in one pass, without the f32 arrays in between. */
+	void (*gta_fused_bf16)(uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m, int k, int count,
+			       int normalize, float lam, int use_lam, uint64_t e0, size_t n);
 	/* Mask bits: bit (e0 + e) of w (bit x is w[x / 64] >> (x % 64)) = mask[e] != 0, for
 	 * e < n; words the range only partly covers must be zero there beforehand (they are
 	 * ORed), whole words are overwritten. unpack: mask[e] = bit (e0 + e) of w, as 1.0f / 0.0f. */
@@ -196,6 +214,11 @@ static inline float bf_kern_elem(const void *p, size_t e, int bf16)
 {
 	return bf16 ? bf_bf16_to_f32(((const uint16_t *)p)[e]) : ((const float *)p)[e];
 }
+
+/* gta_fused_bf16 as the composition of K's kernels on sub-blocks (the reference's and the AVX2
+ * variant's gta_fused_bf16, and every variant's head and tail). */
+void bf_kern_gta_fused_compose(const struct bf_kern *K, uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m,
+			       int k, int count, int normalize, float lam, int use_lam, uint64_t e0, size_t n);
 
 extern const struct bf_kern bf_kern_ref;
 /* The selected variant (never NULL). */

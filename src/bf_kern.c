@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_common.h"
 #include "bf_config.h"
 #include "bf_dtype.h"
 #include "bf_kern.h"
@@ -366,6 +367,36 @@ static size_t ref_della_decide(const uint16_t *bk, const float *u, const float *
 	return na;
 }
 
+void bf_kern_gta_fused_compose(const struct bf_kern *K, uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m,
+			       int k, int count, int normalize, float lam, int use_lam, uint64_t e0, size_t n)
+{
+	enum { SUB = 256 }; /* on the stack: 8 models' differences and the sums, 11 KiB */
+	float D[BF_GTA_FUSED_MAX * SUB], mask[SUB], out[SUB], den[SUB], w[BF_GTA_FUSED_MAX];
+	BF_ASSERT(k >= 1 && k <= BF_GTA_FUSED_MAX);
+	for (int i = 0; i < k; i++)
+		w[i] = m[i].w;
+	for (size_t s = 0; s < n; s += SUB) {
+		size_t c = n - s < SUB ? n - s : SUB;
+		for (int i = 0; i < k; i++) {
+			const float *mk = NULL;
+			if (m[i].bits) {
+				K->mask_unpack(m[i].bits, e0 + s, mask, c);
+				mk = mask;
+			}
+			K->gta_prep_bf16(D + (size_t)i * c, m[i].x + s, b + s, mk, !m[i].bits && m[i].tk_on, m[i].tk,
+					 m[i].ti, e0 + s, m[i].scale, m[i].w, c);
+		}
+		K->consensus(out, den, D, c, w, k, count, c);
+		K->gta_finish_bf16(dst + s, out, den, b + s, normalize, lam, use_lam, c);
+	}
+}
+
+static void ref_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m, int k, int count,
+			       int normalize, float lam, int use_lam, uint64_t e0, size_t n)
+{
+	bf_kern_gta_fused_compose(&bf_kern_ref, dst, b, m, k, count, normalize, lam, use_lam, e0, n);
+}
+
 const struct bf_kern bf_kern_ref = {
 	.name = "scalar",
 	.bf16_to_f32 = bf_bf16_row_to_f32, .f32_to_bf16 = bf_f32_row_to_bf16,
@@ -378,7 +409,7 @@ const struct bf_kern bf_kern_ref = {
 	.mask_pack = ref_mask_pack, .mask_unpack = ref_mask_unpack,
 	.gta_prep = ref_gta_prep, .gta_finish = ref_gta_finish,
 	.gta_prep_bf16 = ref_gta_prep_bf16, .gta_finish_bf16 = ref_gta_finish_bf16, .window_scan = ref_window_scan,
-	.stable_rank = ref_stable_rank, .digit_compact = ref_digit_compact,
+	.stable_rank = ref_stable_rank, .digit_compact = ref_digit_compact, .gta_fused_bf16 = ref_gta_fused_bf16,
 	.della_keys = ref_della_keys, .della_buckets = ref_della_buckets, .della_decide = ref_della_decide,
 	.abs_keys = ref_abs_keys, .abs_keys_bf16 = ref_abs_keys_bf16, .dots_bf16 = ref_dots_bf16,
 };

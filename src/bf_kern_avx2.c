@@ -817,6 +817,12 @@ static size_t v_della_decide(const uint16_t *bk, const float *u, const float *pl
 	return na + t;
 }
 
+static void v_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m, int k, int count,
+			     int normalize, float lam, int use_lam, uint64_t e0, size_t n)
+{
+	bf_kern_gta_fused_compose(bf_kern_avx2(), dst, b, m, k, count, normalize, lam, use_lam, e0, n);
+}
+
 static const struct bf_kern kern_avx2 = {
 	.name = "avx2+f16c",
 	.bf16_to_f32 = v_bf16_to_f32, .f32_to_bf16 = v_f32_to_bf16,
@@ -828,7 +834,7 @@ static const struct bf_kern kern_avx2 = {
 	.mask_pack = v_mask_pack, .mask_unpack = v_mask_unpack,
 	.gta_prep = v_gta_prep, .gta_finish = v_gta_finish,
 	.gta_prep_bf16 = v_gta_prep_bf16, .gta_finish_bf16 = v_gta_finish_bf16, .window_scan = v_window_scan,
-	.stable_rank = v_stable_rank, .digit_compact = v_digit_compact,
+	.stable_rank = v_stable_rank, .digit_compact = v_digit_compact, .gta_fused_bf16 = v_gta_fused_bf16,
 	.della_keys = v_della_keys, .della_buckets = v_della_buckets, .della_decide = v_della_decide,
 	.abs_keys = v_abs_keys, .abs_keys_bf16 = v_abs_keys_bf16, .dots_bf16 = v_dots_bf16,
 };

@@ -367,6 +367,109 @@ static void v512_consensus(float *out, float *den, const float *D, size_t stride
 		base->consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
 }
 
+/* gta_fused_bf16 in one pass: each model's difference stays in a register from its prep to the
+ * consensus sums, and the sums to the rounding, where the composition writes and reads five f32
+ * arrays. Per element the same operations in the same order: the prep of gta_prep16, the vote
+ * and sums of cons16, the finish of gta_finish16. Mask bits are taken 16 at a time once the
+ * element index is a multiple of 16 (the head before that, the tail and k > 8 go through the
+ * composition of this table's kernels). */
+static struct bf_kern kern_avx512;
+
+static void gta_in_shift(const struct bf_gta_in *m, int k, size_t off, struct bf_gta_in *out)
+{
+	for (int i = 0; i < k; i++) {
+		out[i] = m[i];
+		out[i].x = m[i].x + off;
+	}
+}
+
+static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m, int k, int count,
+				int normalize, float lam, int use_lam, uint64_t e0, size_t n)
+{
+	if (k > BF_GTA_FUSED_MAX || n > 0x7fffffffu) {
+		bf_kern_gta_fused_compose(&kern_avx512, dst, b, m, k, count, normalize, lam, use_lam, e0, n);
+		return;
+	}
+	size_t head = (size_t)((16 - (e0 & 15)) & 15);
+	if (head > n)
+		head = n;
+	if (head)
+		bf_kern_gta_fused_compose(&kern_avx512, dst, b, m, k, count, normalize, lam, use_lam, e0, head);
+	struct bf_gta_in ms[BF_GTA_FUSED_MAX];
+	gta_in_shift(m, k, head, ms);
+	dst += head;
+	b += head;
+	e0 += head;
+	n -= head;
+	const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), vl = _mm512_set1_ps(lam);
+	__m512i vtk[BF_GTA_FUSED_MAX], vlim[BF_GTA_FUSED_MAX];
+	__m512 vs[BF_GTA_FUSED_MAX], vw[BF_GTA_FUSED_MAX];
+	for (int i = 0; i < k; i++) {
+		uint64_t lim64 = ms[i].ti > e0 ? ms[i].ti - e0 : 0;
+		vtk[i] = _mm512_set1_epi32((int)ms[i].tk);
+		vlim[i] = _mm512_set1_epi32((int)(lim64 > n ? n : lim64));
+		vs[i] = _mm512_set1_ps(ms[i].scale);
+		vw[i] = _mm512_set1_ps(ms[i].w);
+	}
+	/* G groups of 16 per step: one group's chain (k votes, the sign, k sums, the divide) is
+	 * long, and G independent ones keep the core busy while each waits */
+	enum { G = 4 };
+	const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	size_t e = 0;
+	for (; e + 16 * G <= n; e += 16 * G) {
+		__m512 bb[G], D[BF_GTA_FUSED_MAX][G];
+		struct cons16 c[G];
+		for (int g = 0; g < G; g++) {
+			bb[g] = ld16_bf16(b + e + 16 * g);
+			c[g] = (struct cons16){ zero, zero, zero, 0 };
+		}
+		for (int i = 0; i < k; i++) {
+			const struct bf_gta_in *mi = &ms[i];
+			for (int g = 0; g < G; g++) {
+				size_t eg = e + 16 * (size_t)g;
+				__m512 v = _mm512_sub_ps(ld16_bf16(mi->x + eg), bb[g]);
+				if (mi->bits) {
+					uint64_t x = e0 + eg;
+					v = _mm512_mul_ps(v, ones_where((__mmask16)(mi->bits[x >> 6] >> (x & 63))));
+				} else if (mi->tk_on) {
+					__m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)eg), lane);
+					__m512i key = _mm512_andnot_si512(_mm512_and_si512(_mm512_castps_si512(v), absm),
+									  _mm512_set1_epi32(-1));
+					__mmask16 keep = _mm512_cmp_epu32_mask(key, vtk[i], _MM_CMPINT_LT) |
+							 (_mm512_cmp_epi32_mask(key, vtk[i], _MM_CMPINT_EQ) &
+							  _mm512_cmp_epi32_mask(idx, vlim[i], _MM_CMPINT_LT));
+					v = _mm512_mul_ps(v, ones_where(keep));
+				}
+				if (mi->scale != 1.0f)
+					v = _mm512_mul_ps(v, vs[i]);
+				D[i][g] = _mm512_mul_ps(v, vw[i]);
+				cons16_vote(&c[g], D[i][g], count);
+			}
+		}
+		for (int g = 0; g < G; g++)
+			c[g].spos = _mm512_cmp_ps_mask(c[g].vote, zero, _CMP_GE_OQ);
+		for (int i = 0; i < k; i++)
+			for (int g = 0; g < G; g++)
+				cons16_sum(&c[g], D[i][g], vw[i]);
+		for (int g = 0; g < G; g++) {
+			__m512 o = c[g].acc;
+			if (normalize)
+				o = _mm512_div_ps(o, _mm512_mask_mov_ps(c[g].dn, _mm512_cmp_ps_mask(c[g].dn, zero, _CMP_EQ_OQ),
+									one));
+			if (use_lam)
+				o = _mm512_mul_ps(o, vl);
+			_mm256_storeu_si256((__m256i *)(dst + e + 16 * g), cvt16_bf16(_mm512_add_ps(o, bb[g])));
+		}
+	}
+	if (e < n) {
+		struct bf_gta_in mt[BF_GTA_FUSED_MAX];
+		gta_in_shift(ms, k, e, mt);
+		bf_kern_gta_fused_compose(&kern_avx512, dst + e, b + e, mt, k, count, normalize, lam, use_lam, e0 + e,
+					  n - e);
+	}
+}
+
 /* out / (den == 0 ? 1 : den) when normalize, * lam when use_lam, + b: gta_finish's order */
 static inline __attribute__((always_inline)) void gta_finish16(void *dst, const float *out, const float *den,
 							       const void *b, int bf16, int normalize,
@@ -617,6 +720,7 @@ static void build(void)
 	kern_avx512.dots_f64 = v512_dots_f64;
 	kern_avx512.dots_bf16 = v512_dots_bf16;
 	kern_avx512.l1_pair = v512_l1_pair;
+	kern_avx512.gta_fused_bf16 = v512_gta_fused_bf16;
 }
 
 const struct bf_kern *bf_kern_avx512(void)

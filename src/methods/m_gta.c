@@ -692,6 +692,27 @@ static int gta_kernel(const struct bf_kargs *a)
 /* Sub-block of the fused consensus path: its arrays (k task vectors, mask, sums) stay in L2. */
 #define FUSED_SUB 8192u
 
+/* Model i of a sub-block as bf_kern's gta_fused_bf16 takes it, when prep_model would use no
+ * mask other than its bits or its top-k test; false for the masks drawn from the differences
+ * (DARE or DELLA without kept bits, outliers), which go the step-by-step way. */
+static bool fused_in(const struct gta_stats *st, uint32_t i, const uint64_t *bits, const uint16_t *x,
+		     struct bf_gta_in *in)
+{
+	const struct gta_model *m = &st->m[i];
+	*in = (struct bf_gta_in){ .x = x, .scale = m->scale, .w = m->w };
+	if (!m->sparse && !m->none)
+		in->scale = 1.0f;
+	else if (bits)
+		in->bits = bits + (uint64_t)i * st->bits->per;
+	else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
+		in->tk_on = (m->hi.thr_key >> 32) == 0;
+		in->tk = (uint32_t)m->hi.thr_key;
+		in->ti = m->hi.thr_idx;
+	} else
+		return false;
+	return true;
+}
+
 /* The consensus methods over bf16 inputs and output, from the raw bytes: gta_kernel's steps on
  * sub-blocks, with the widening folded into gta_prep_bf16 and the final rounding into
  * gta_finish_bf16 (the same f32 operations, so the same bytes). */
@@ -714,6 +735,18 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 		uint64_t e0 = a->e0 + s0;
 		const uint16_t *B = raw[0] + s0;
 		const uint64_t *bits = bits_acquire(st->bits, e0, cnt);
+		struct bf_gta_in in[BF_GTA_FUSED_MAX];
+		bool fuse = n <= BF_GTA_FUSED_MAX;
+		for (uint32_t i = 0; i < n && fuse; i++)
+			fuse = fused_in(st, i, bits, raw[i + 1] + s0, &in[i]);
+		if (fuse) {
+			/* every model's mask is its bits or its top-k test: one pass, no f32 arrays */
+			bf_kern->gta_fused_bf16((uint16_t *)a->out + s0, B, in, (int)n, st->count, st->normalize,
+						st->lambda, st->lambda != 1.0f, e0, cnt);
+			if (bits)
+				bits_release(st->bits, cnt);
+			continue;
+		}
 		bool b_wide = false;
 		for (uint32_t i = 0; i < n; i++) {
 			int r = prep_model(st, i, bits, raw[i + 1] + s0, B, 1, e0, cnt, D + (size_t)i * cnt, mask, wide,

@@ -553,6 +553,76 @@ BF_TEST(gta_bf16_steps)
 	}
 }
 
+/* gta_fused_bf16 of every variant against the composition of the reference's kernels over the
+ * whole call (the reference itself composes them on 256-element sub-blocks): 1-8 models, each
+ * with mask bits, a top-k test (its key taken from the data, so that ties occur) or neither;
+ * scales, weights, count or sum votes, normalize, lambda; element offsets that are not
+ * multiples of 16 (the vector variant's head) and lengths over several sub-blocks */
+BF_TEST(gta_fused)
+{
+	enum { N = 700 };
+	static uint16_t x16[BF_GTA_FUSED_MAX][N], b16[N], r1[N], r2[N];
+	static float D[BF_GTA_FUSED_MAX * N], mask[N], out[N], den[N];
+	static uint64_t bits[BF_GTA_FUSED_MAX][(N + 300) / 64 + 2];
+	for (int round = 0; round < 400; round++) {
+		size_t n = r32() % 4 ? r32() % N : 16 * (r32() % 40);
+		int k = 1 + (int)(r32() % BF_GTA_FUSED_MAX), count = (int)(r32() % 2), norm = (int)(r32() % 2);
+		int ul = (int)(r32() % 2);
+		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f, w[BF_GTA_FUSED_MAX];
+		uint64_t e0 = r32() % 300;
+		for (size_t e = 0; e < n; e++) {
+			float v = rf();
+			uint32_t u;
+			memcpy(&u, &v, 4);
+			b16[e] = (uint16_t)(u >> 16);
+		}
+		struct bf_gta_in m[BF_GTA_FUSED_MAX];
+		for (int i = 0; i < k; i++) {
+			for (size_t e = 0; e < n; e++) {
+				float v = rf();
+				uint32_t u;
+				memcpy(&u, &v, 4);
+				x16[i][e] = r32() % 6 ? (uint16_t)(u >> 16) : b16[e]; /* zero differences too */
+			}
+			for (size_t j = 0; j < sizeof(bits[i]) / 8; j++)
+				bits[i][j] = ((uint64_t)r32() << 32) ^ r32();
+			int mode = (int)(r32() % 3);
+			uint32_t tk = 0;
+			uint64_t ti = e0 + r32() % (n + 2);
+			if (n) {
+				/* the key of element j, and the index cut just before or after it: j's own
+				 * keep decision rests on the index test */
+				size_t j = r32() % n;
+				float pick = bf_bf16_to_f32(x16[i][j]) - bf_bf16_to_f32(b16[j]);
+				uint32_t u;
+				memcpy(&u, &pick, 4);
+				tk = ~(u & 0x7fffffffu);
+				if (r32() % 2)
+					ti = e0 + j + r32() % 2;
+			}
+			w[i] = rf();
+			m[i] = (struct bf_gta_in){ .x = x16[i], .bits = mode == 0 ? bits[i] : NULL, .tk_on = mode == 1,
+						   .tk = tk, .ti = ti, .scale = r32() % 2 ? 1.0f : rf(), .w = w[i] };
+		}
+		for (int i = 0; i < k; i++) {
+			const float *mk = NULL;
+			if (m[i].bits) {
+				bf_kern_ref.mask_unpack(m[i].bits, e0, mask, n);
+				mk = mask;
+			}
+			bf_kern_ref.gta_prep_bf16(D + (size_t)i * n, m[i].x, b16, mk, m[i].tk_on, m[i].tk, m[i].ti, e0,
+						  m[i].scale, m[i].w, n);
+		}
+		bf_kern_ref.consensus(out, den, D, n, w, k, count, n);
+		bf_kern_ref.gta_finish_bf16(r1, out, den, b16, norm, lam, ul, n);
+		const struct bf_kern *ks[2] = { &bf_kern_ref, simd };
+		for (int v = 0; v < 2 && ks[v]; v++) {
+			ks[v]->gta_fused_bf16(r2, b16, m, k, count, norm, lam, ul, e0, n);
+			EXPECT(n == 0 || memcmp(r1, r2, n * 2) == 0);
+		}
+	}
+}
+
 BF_TEST(abs_keys)
 {
 	/* the reference equals bf_select.h's key maps of the f32 difference; SIMD equals it bit
@@ -850,6 +920,7 @@ int main(void)
 		RUN(mask_bits);
 		RUN(gta_fused_steps);
 		RUN(gta_bf16_steps);
+		RUN(gta_fused);
 		RUN(abs_keys);
 		RUN(window_scan);
 		RUN(digit_compact);
