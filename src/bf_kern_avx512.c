@@ -13,7 +13,8 @@
  * conversions and the selection's digit_compact: half the instructions of the AVX2 ones (mask
  * registers for the compares, vpmovdw for the rounding's narrowing, vpcompressd into a
  * register). The double sums of dots and l1_pair hold their eight accumulators (bf_fold8) in
- * one 8-lane vector. Figures in docs/performance.md, round 9. */
+ * one 8-lane vector, and gta_fused_bf16 runs the TIES family's consensus step in one pass.
+ * Figures in docs/performance.md, round 9. */
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
