@@ -252,6 +252,16 @@ static void v512_wsum_bf16(uint16_t *out, const uint16_t *const *x, const float 
 	}
 }
 
+/* The top-k test of 16 differences v at block indices idx: keep key < tk, or key == tk at an
+ * index below lim, with key = ~bits(|v|) (unsigned). */
+static inline __mmask16 topk16(__m512 v, __m512i vtk, __m512i vlim, __m512i idx)
+{
+	__m512i key = _mm512_andnot_si512(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)),
+					  _mm512_set1_epi32(-1));
+	return _mm512_cmp_epu32_mask(key, vtk, _MM_CMPINT_LT) |
+	       (_mm512_cmp_epi32_mask(key, vtk, _MM_CMPINT_EQ) & _mm512_cmp_epi32_mask(idx, vlim, _MM_CMPINT_LT));
+}
+
 /* d = x - b, masked (mask array or top-k test), * scale, * w: gta_prep's order. The top-k test
  * keeps key < tk, or key == tk at a block index below lim, with key = ~bits(|d|) (unsigned). */
 static inline __attribute__((always_inline)) void gta_prep16(float *d, const void *x, const void *b, int bf16,
@@ -260,7 +270,7 @@ static inline __attribute__((always_inline)) void gta_prep16(float *d, const voi
 							     size_t n)
 {
 	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
-	const __m512i vtk = _mm512_set1_epi32((int)tk), absm = _mm512_set1_epi32(0x7fffffff);
+	const __m512i vtk = _mm512_set1_epi32((int)tk);
 	const __m512i vlim = _mm512_set1_epi32((int)(lim64 > n ? n : lim64)), sixteen = _mm512_set1_epi32(16);
 	const __m512 vs = _mm512_set1_ps(scale), vw = _mm512_set1_ps(w);
 	__m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -272,12 +282,7 @@ static inline __attribute__((always_inline)) void gta_prep16(float *d, const voi
 			if (mask) {
 				v = _mm512_mul_ps(v, _mm512_loadu_ps(mask + e));
 			} else if (tk_on) {
-				__m512i key = _mm512_andnot_si512(_mm512_and_si512(_mm512_castps_si512(v), absm),
-								  _mm512_set1_epi32(-1));
-				__mmask16 keep = _mm512_cmp_epu32_mask(key, vtk, _MM_CMPINT_LT) |
-						 (_mm512_cmp_epi32_mask(key, vtk, _MM_CMPINT_EQ) &
-						  _mm512_cmp_epi32_mask(idx, vlim, _MM_CMPINT_LT));
-				v = _mm512_mul_ps(v, ones_where(keep));
+				v = _mm512_mul_ps(v, ones_where(topk16(v, vtk, vlim, idx)));
 			}
 			if (use_scale)
 				v = _mm512_mul_ps(v, vs);
@@ -368,6 +373,18 @@ static void v512_consensus(float *out, float *den, const float *D, size_t stride
 		base->consensus(out + e, den + e, D + e, stride, w, k, count, n - e);
 }
 
+/* gta_finish's steps on 16 sums o (weights dn): o / (dn == 0 ? 1 : dn) when normalize, * lam
+ * when use_lam, + b; the result before rounding. */
+static inline __m512 finish16(__m512 o, __m512 dn, __m512 b, int normalize, __m512 vl, int use_lam)
+{
+	if (normalize)
+		o = _mm512_div_ps(o, _mm512_mask_mov_ps(dn, _mm512_cmp_ps_mask(dn, _mm512_setzero_ps(), _CMP_EQ_OQ),
+							 _mm512_set1_ps(1.0f)));
+	if (use_lam)
+		o = _mm512_mul_ps(o, vl);
+	return _mm512_add_ps(o, b);
+}
+
 /* gta_fused_bf16 in one pass: each model's difference stays in a register from its prep to the
  * consensus sums, and the sums to the rounding, where the composition writes and reads five f32
  * arrays. Per element the same operations in the same order: the prep of gta_prep16, the vote
@@ -402,8 +419,7 @@ static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct b
 	b += head;
 	e0 += head;
 	n -= head;
-	const __m512i absm = _mm512_set1_epi32(0x7fffffff);
-	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), vl = _mm512_set1_ps(lam);
+	const __m512 zero = _mm512_setzero_ps(), vl = _mm512_set1_ps(lam);
 	__m512i vtk[BF_GTA_FUSED_MAX], vlim[BF_GTA_FUSED_MAX];
 	__m512 vs[BF_GTA_FUSED_MAX], vw[BF_GTA_FUSED_MAX];
 	for (int i = 0; i < k; i++) {
@@ -435,12 +451,7 @@ static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct b
 					v = _mm512_mul_ps(v, ones_where((__mmask16)(mi->bits[x >> 6] >> (x & 63))));
 				} else if (mi->tk_on) {
 					__m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)eg), lane);
-					__m512i key = _mm512_andnot_si512(_mm512_and_si512(_mm512_castps_si512(v), absm),
-									  _mm512_set1_epi32(-1));
-					__mmask16 keep = _mm512_cmp_epu32_mask(key, vtk[i], _MM_CMPINT_LT) |
-							 (_mm512_cmp_epi32_mask(key, vtk[i], _MM_CMPINT_EQ) &
-							  _mm512_cmp_epi32_mask(idx, vlim[i], _MM_CMPINT_LT));
-					v = _mm512_mul_ps(v, ones_where(keep));
+					v = _mm512_mul_ps(v, ones_where(topk16(v, vtk[i], vlim[i], idx)));
 				}
 				if (mi->scale != 1.0f)
 					v = _mm512_mul_ps(v, vs[i]);
@@ -453,15 +464,9 @@ static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct b
 		for (int i = 0; i < k; i++)
 			for (int g = 0; g < G; g++)
 				cons16_sum(&c[g], D[i][g], vw[i]);
-		for (int g = 0; g < G; g++) {
-			__m512 o = c[g].acc;
-			if (normalize)
-				o = _mm512_div_ps(o, _mm512_mask_mov_ps(c[g].dn, _mm512_cmp_ps_mask(c[g].dn, zero, _CMP_EQ_OQ),
-									one));
-			if (use_lam)
-				o = _mm512_mul_ps(o, vl);
-			_mm256_storeu_si256((__m256i *)(dst + e + 16 * g), cvt16_bf16(_mm512_add_ps(o, bb[g])));
-		}
+		for (int g = 0; g < G; g++)
+			_mm256_storeu_si256((__m256i *)(dst + e + 16 * g),
+					    cvt16_bf16(finish16(c[g].acc, c[g].dn, bb[g], normalize, vl, use_lam)));
 	}
 	if (e < n) {
 		struct bf_gta_in mt[BF_GTA_FUSED_MAX];
@@ -476,18 +481,11 @@ static inline __attribute__((always_inline)) void gta_finish16(void *dst, const 
 							       const void *b, int bf16, int normalize,
 							       float lam, int use_lam, size_t n)
 {
-	const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), vl = _mm512_set1_ps(lam);
+	const __m512 vl = _mm512_set1_ps(lam);
 	size_t e = 0;
 	for (; e + 16 <= n; e += 16) {
 		__m512 o = _mm512_loadu_ps(out + e);
-		if (normalize) {
-			__m512 dn = _mm512_loadu_ps(den + e);
-			dn = _mm512_mask_mov_ps(dn, _mm512_cmp_ps_mask(dn, zero, _CMP_EQ_OQ), one);
-			o = _mm512_div_ps(o, dn);
-		}
-		if (use_lam)
-			o = _mm512_mul_ps(o, vl);
-		o = _mm512_add_ps(o, ld16_any(b, e, bf16));
+		o = finish16(o, normalize ? _mm512_loadu_ps(den + e) : o, ld16_any(b, e, bf16), normalize, vl, use_lam);
 		if (bf16)
 			_mm256_storeu_si256((__m256i *)((uint16_t *)dst + e), cvt16_bf16(o));
 		else
