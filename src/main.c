@@ -447,6 +447,7 @@ struct merge_job {
 #define MERGE_PIECE (8u << 20)
 
 /* Record a failure: the first message wins, and every worker stops at its next step. */
+__attribute__((format(printf, 3, 4)))
 static void merge_fail(struct merge_job *j, int e, const char *fmt, ...)
 {
 	va_list ap;
