@@ -2,11 +2,11 @@
 # fuzz.sh: run blendfs's libFuzzer targets with ASan + UBSan (tests/fuzz/README.md).
 #
 #   scripts/fuzz.sh TARGET SECONDS [LIBFUZZER-ARGS...]  fuzz one target for SECONDS
-#   scripts/fuzz.sh all SECONDS                        all four, two at a time (one per core)
+#   scripts/fuzz.sh all SECONDS                        all five, two at a time (one per core)
 #   scripts/fuzz.sh --merge TARGET|all                 fold what the runs found into the
 #                                                      committed corpus (only inputs that add
 #                                                      an edge: -merge=1 -use_counters=0)
-#   TARGET: st_header | index | recipe | plan
+#   TARGET: st_header | index | recipe | plan | kern
 #
 # Builds $BUILD_FUZZ (default build-fuzz) with clang and -Dfuzzing_engine=libfuzzer. A run reads
 # the committed corpus tests/fuzz/corpus/TARGET and writes new inputs to $BUILD_FUZZ/corpus/TARGET
@@ -15,7 +15,7 @@
 # statistics (executions, exec/s) and its DONE line (cov, ft, corpus size).
 set -u
 cd "$(dirname "$0")/.."
-TARGETS="st_header index recipe plan"
+TARGETS="st_header index recipe plan kern"
 B=${BUILD_FUZZ:-build-fuzz}
 
 usage() { sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -24,10 +24,11 @@ valid() { [[ " $TARGETS " == *" $1 "* ]]; }
 build() {
 	command -v clang >/dev/null || { echo "fuzz.sh: needs clang (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
 	if [ ! -f "$B/build.ninja" ]; then
-		# simd=false: clang 14 cannot compile bf_kern_avx2.c's __builtin_cpu_supports("f16c"),
-		# and the kernels are not what these targets fuzz
-		CC=clang meson setup "$B" --wrap-mode=nodownload -Dfuzzing_engine=libfuzzer -Dsimd=false \
+		CC=clang meson setup "$B" --wrap-mode=nodownload -Dfuzzing_engine=libfuzzer \
 			-Dfuse_tests=false >/dev/null || exit 2
+	else
+		# build dirs made before fuzz_kern had simd=false: it needs the variants it compares
+		meson configure "$B" -Dsimd=true >/dev/null || exit 2
 	fi
 	ninja -C "$B" $(for t in $TARGETS; do echo "tests/fuzz/fuzz_$t"; done) >/dev/null || exit 2
 }
