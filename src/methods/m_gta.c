@@ -693,8 +693,9 @@ static int gta_kernel(const struct bf_kargs *a)
 #define FUSED_SUB 8192u
 
 /* Model i of a sub-block as bf_kern's gta_fused_bf16 takes it, when prep_model would use no
- * mask other than its bits or its top-k test; false for the masks drawn from the differences
- * (DARE or DELLA without kept bits, outliers), which go the step-by-step way. */
+ * mask other than its bits or its top-k test (the same choice, in the same order); false for
+ * the masks prep_model draws from the differences (DARE without kept bits, breadcrumbs'
+ * outlier bands), which go the step-by-step way. */
 static bool fused_in(const struct gta_stats *st, uint32_t i, const uint64_t *bits, const uint16_t *x,
 		     struct bf_gta_in *in)
 {
