@@ -7,7 +7,8 @@
  * a model count, an element offset e0 and the kernel's flags and scalars, then the data: bf16
  * and f32 values, mask bits and keys taken from the rest of the input (cycled when it is short;
  * zeros when it is empty). Scalars and data are raw bit patterns, so NaNs, infinities,
- * subnormals, signed zeros and rounding ties are all reachable.
+ * subnormals, signed zeros and rounding ties are all reachable. Every kernel of struct bf_kern
+ * is reached.
  *
  * On a CPU (or build) without a SIMD variant there is nothing to compare: every input passes.
  */
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "bf_kern.h"
+#include "bf_select.h"
 #include "fuzz.h"
 
 enum { NMAX = 600, KMAX = BF_GTA_FUSED_MAX };
@@ -139,7 +141,7 @@ static bool same_f64(const double *a, const double *b, size_t n)
 
 enum {
 	K_WSUM, K_TA, K_PREP, K_FINISH, K_CONSENSUS, K_FUSED, K_ABS_KEYS, K_SUB, K_MASK_BITS, K_DIGIT,
-	K_DOTS, K_L1, K_WINDOW, K_RANK, K_CONVERT, K_COUNT
+	K_DOTS, K_L1, K_WINDOW, K_RANK, K_CONVERT, K_PHILOX, K_DELLA, K_COUNT
 };
 
 static uint16_t x16[KMAX][NMAX], b16[NMAX], o1[NMAX], o2[NMAX];
@@ -148,6 +150,12 @@ static float fa[KMAX * NMAX], fb[NMAX], fm[NMAX], r1[KMAX * NMAX], r2[KMAX * NMA
 static uint32_t u1[NMAX + 8 + BF_SCAN_SLACK], u2[NMAX + 8 + BF_SCAN_SLACK], i1[NMAX + 8 + BF_SCAN_SLACK],
 	i2[NMAX + 8 + BF_SCAN_SLACK];
 static uint64_t bits[KMAX][(NMAX + 256) / 64 + 2], w1[(NMAX + 256) / 64 + 2], w2[(NMAX + 256) / 64 + 2];
+
+/* A data-derived 16-bit value for element e (the pool is consumed by then). */
+static uint16_t pool_bits_u16(size_t e)
+{
+	return (uint16_t)(b16[e] ^ x16[KMAX - 1][e]);
+}
 
 /* The kernel `which` of variant v against the reference on the prepared data. */
 static void compare(const struct bf_kern *v, uint32_t which, struct fz_in *in, size_t n, int k, uint64_t e0)
@@ -312,6 +320,50 @@ static void compare(const struct bf_kern *v, uint32_t which, struct fz_in *in, s
 		v->f32_to_f16(fa, o2, n);
 		FZ_CHECK(!memcmp(o1, o2, n * 2), "%s f32_to_f16 n=%zu", v->name, n);
 		break;
+	case K_PHILOX: {
+		/* any key, name and starting index (heads at every counter phase), uniforms or masks */
+		uint32_t key[2] = { fz_u32(in), fz_u32(in) }, nlo = fz_u32(in), nhi = fz_u32(in);
+		uint64_t index0 = (uint64_t)fz_u32(in) << 32 | fz_u32(in);
+		if (index0 > UINT64_MAX - NMAX)
+			index0 = UINT64_MAX - NMAX; /* the contract: indices never wrap */
+		float p = (float)fz_u32(in) / 4294967296.0f;
+		R->philox_uniform(key, nlo, nhi, index0, n, d1);
+		v->philox_uniform(key, nlo, nhi, index0, n, d2);
+		FZ_CHECK(!memcmp(d1, d2, n * 4), "%s philox_uniform n=%zu", v->name, n);
+		R->philox_mask(key, nlo, nhi, index0, n, p, d1);
+		v->philox_mask(key, nlo, nhi, index0, n, p, d2);
+		FZ_CHECK(!memcmp(d1, d2, n * 4), "%s philox_mask n=%zu", v->name, n);
+		break;
+	}
+	case K_DELLA: {
+		/* a row's three passes as bf_select_della_row chains them: keys of |d|, buckets below
+		 * a base that keeps the largest key's bucket under BF_DELLA_BUCKETS, decisions against
+		 * per-bucket bounds (fuzzed, in [0, 1]) */
+		uint32_t zc1 = 0, zc2 = 0;
+		uint32_t k1 = R->della_keys(fa, n, u1, &zc1), k2 = v->della_keys(fa, n, u2, &zc2);
+		FZ_CHECK(k1 == k2 && zc1 == zc2 && !memcmp(u1, u2, n * 4), "%s della_keys n=%zu", v->name, n);
+		uint32_t top = k1 >> BF_DELLA_SHIFT;
+		uint32_t base = top >= BF_DELLA_BUCKETS - 2 ? top - (BF_DELLA_BUCKETS - 2) : 0;
+		uint32_t nb = top - base + 2, J = nb + 1;
+		static uint16_t bk1[NMAX], bk2[NMAX], hs1[NMAX], hs2[NMAX];
+		R->della_buckets(u1, n, base, J, bk1, hs1);
+		v->della_buckets(u1, n, base, J, bk2, hs2);
+		FZ_CHECK(!memcmp(bk1, bk2, n * 2) && !memcmp(hs1, hs2, n * 2), "%s della_buckets n=%zu", v->name, n);
+		static float plo[BF_DELLA_BUCKETS + 2], phi[BF_DELLA_BUCKETS + 2];
+		for (uint32_t b = 0; b < nb; b++) {
+			float a = (float)(fz_u8(in) % 129) / 128.0f, c = (float)(fz_u8(in) % 129) / 128.0f;
+			plo[b] = a < c ? a : c;
+			phi[b] = a < c ? c : a;
+		}
+		for (size_t e = 0; e < n; e++) /* draws in [0, 1), often on a bound */
+			d1[e] = fm[e] == 0.0f ? plo[bk1[e]] : fm[e] == 1.0f ? phi[bk1[e]] :
+				(float)(pool_bits_u16(e) % 256) / 256.0f;
+		size_t na1 = R->della_decide(bk1, d1, plo, phi, n, r1, i1);
+		size_t na2 = v->della_decide(bk1, d1, plo, phi, n, r2, i2);
+		FZ_CHECK(na1 == na2 && !memcmp(i1, i2, na1 * 4) && !memcmp(r1, r2, n * 4), "%s della_decide n=%zu",
+			 v->name, n);
+		break;
+	}
 	default:
 		break;
 	}
