@@ -157,6 +157,20 @@ static uint16_t pool_bits_u16(size_t e)
 	return (uint16_t)(b16[e] ^ x16[KMAX - 1][e]);
 }
 
+/* One 16-bit float type's two conversions, the reference's (r) against a variant's (v): the
+ * 16-bit data widened, the f32 data rounded (NaNs included: both canonicalise them alike). */
+static void convert_pair(const char *vname, const char *type, void (*rto)(const void *, float *, size_t),
+			 void (*vto)(const void *, float *, size_t), void (*rfrom)(const float *, void *, size_t),
+			 void (*vfrom)(const float *, void *, size_t), size_t n)
+{
+	rto(b16, d1, n);
+	vto(b16, d2, n);
+	FZ_CHECK(!memcmp(d1, d2, n * 4), "%s %s_to_f32 n=%zu", vname, type, n);
+	rfrom(fa, o1, n);
+	vfrom(fa, o2, n);
+	FZ_CHECK(!memcmp(o1, o2, n * 2), "%s f32_to_%s n=%zu", vname, type, n);
+}
+
 /* The kernel `which` of variant v against the reference on the prepared data. */
 static void compare(const struct bf_kern *v, uint32_t which, struct fz_in *in, size_t n, int k, uint64_t e0)
 {
@@ -307,18 +321,8 @@ static void compare(const struct bf_kern *v, uint32_t which, struct fz_in *in, s
 		break;
 	}
 	case K_CONVERT:
-		R->bf16_to_f32(b16, d1, n);
-		v->bf16_to_f32(b16, d2, n);
-		FZ_CHECK(!memcmp(d1, d2, n * 4), "%s bf16_to_f32 n=%zu", v->name, n);
-		R->f32_to_bf16(fa, o1, n);
-		v->f32_to_bf16(fa, o2, n);
-		FZ_CHECK(!memcmp(o1, o2, n * 2), "%s f32_to_bf16 n=%zu", v->name, n);
-		R->f16_to_f32(b16, d1, n);
-		v->f16_to_f32(b16, d2, n);
-		FZ_CHECK(!memcmp(d1, d2, n * 4), "%s f16_to_f32 n=%zu", v->name, n);
-		R->f32_to_f16(fa, o1, n);
-		v->f32_to_f16(fa, o2, n);
-		FZ_CHECK(!memcmp(o1, o2, n * 2), "%s f32_to_f16 n=%zu", v->name, n);
+		convert_pair(v->name, "bf16", R->bf16_to_f32, v->bf16_to_f32, R->f32_to_bf16, v->f32_to_bf16, n);
+		convert_pair(v->name, "f16", R->f16_to_f32, v->f16_to_f32, R->f32_to_f16, v->f32_to_f16, n);
 		break;
 	case K_PHILOX: {
 		/* any key, name and starting index (heads at every counter phase), uniforms or masks */
