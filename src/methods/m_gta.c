@@ -597,6 +597,29 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
  * Kernel
  */
 
+/* How model i's task vector is masked in the kernel, as struct bf_gta_in says it (x left NULL):
+ * by nothing (a dense model, scale 1), by the bits the statistics pass kept, or by the top-k
+ * test inside gta_prep (tk_on; everything kept when the threshold is past the end). False for
+ * the masks that gta_mask draws from the differences (DARE without kept bits, breadcrumbs'
+ * outlier bands). prep_model and the one-pass consensus both decide by it. */
+static bool model_in(const struct gta_stats *st, uint32_t i, const uint64_t *bits, struct bf_gta_in *in)
+{
+	const struct gta_model *m = &st->m[i];
+	*in = (struct bf_gta_in){ .scale = m->scale, .w = m->w };
+	if (!m->sparse && !m->none) {
+		in->scale = 1.0f;
+	} else if (bits) {
+		in->bits = bits + (uint64_t)i * st->bits->per;
+	} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
+		in->tk_on = (m->hi.thr_key >> 32) == 0;
+		in->tk = (uint32_t)m->hi.thr_key;
+		in->ti = m->hi.thr_idx;
+	} else {
+		return false;
+	}
+	return true;
+}
+
 /* D_i = the weighted (masked, rescaled) task vector of model i over [e0, e0 + cnt), from x and B
  * in f32, or in bf16 when bf16 (the fused path). The mask comes from the bits the statistics
  * pass kept, from the top-k test inside gta_prep, or else from gta_mask on the f32 differences:
@@ -605,18 +628,13 @@ static int gta_stats(struct bf_stream *s, const struct bf_otensor *t, void **out
 static int prep_model(const struct gta_stats *st, uint32_t i, const uint64_t *bits, const void *x, const void *B,
 		      int bf16, uint64_t e0, size_t cnt, float *Di, float *mask, float *wide, bool *b_wide)
 {
-	const struct gta_model *m = &st->m[i];
+	struct bf_gta_in in;
 	const float *mk = NULL;
-	float scale = m->scale;
-	int tk_on = 0;
-	if (!m->sparse && !m->none) {
-		scale = 1.0f;
-	} else if (bits) {
-		bf_kern->mask_unpack(bits + (uint64_t)i * st->bits->per, e0, mask, cnt);
-		mk = mask;
-	} else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
-		/* the top-k test inside the one pass (everything kept: no mask at all) */
-		tk_on = (m->hi.thr_key >> 32) == 0;
+	if (model_in(st, i, bits, &in)) {
+		if (in.bits) {
+			bf_kern->mask_unpack(in.bits, e0, mask, cnt);
+			mk = mask;
+		}
 	} else {
 		if (bf16) {
 			bf_kern->bf16_to_f32(x, wide, cnt);
@@ -634,9 +652,9 @@ static int prep_model(const struct gta_stats *st, uint32_t i, const uint64_t *bi
 		mk = mask;
 	}
 	if (bf16)
-		bf_kern->gta_prep_bf16(Di, x, B, mk, tk_on, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, scale, m->w, cnt);
+		bf_kern->gta_prep_bf16(Di, x, B, mk, in.tk_on, in.tk, in.ti, e0, in.scale, in.w, cnt);
 	else
-		bf_kern->gta_prep(Di, x, B, mk, tk_on, (uint32_t)m->hi.thr_key, m->hi.thr_idx, e0, scale, m->w, cnt);
+		bf_kern->gta_prep(Di, x, B, mk, in.tk_on, in.tk, in.ti, e0, in.scale, in.w, cnt);
 	return 0;
 }
 
@@ -692,28 +710,6 @@ static int gta_kernel(const struct bf_kargs *a)
 /* Sub-block of the fused consensus path: its arrays (k task vectors, mask, sums) stay in L2. */
 #define FUSED_SUB 8192u
 
-/* Model i of a sub-block as bf_kern's gta_fused_bf16 takes it, when prep_model would use no
- * mask other than its bits or its top-k test (the same choice, in the same order); false for
- * the masks prep_model draws from the differences (DARE without kept bits, breadcrumbs'
- * outlier bands), which go the step-by-step way. */
-static bool fused_in(const struct gta_stats *st, uint32_t i, const uint64_t *bits, const uint16_t *x,
-		     struct bf_gta_in *in)
-{
-	const struct gta_model *m = &st->m[i];
-	*in = (struct bf_gta_in){ .x = x, .scale = m->scale, .w = m->w };
-	if (!m->sparse && !m->none)
-		in->scale = 1.0f;
-	else if (bits)
-		in->bits = bits + (uint64_t)i * st->bits->per;
-	else if (st->cfg->sp == SP_MAGNITUDE && !m->none) {
-		in->tk_on = (m->hi.thr_key >> 32) == 0;
-		in->tk = (uint32_t)m->hi.thr_key;
-		in->ti = m->hi.thr_idx;
-	} else
-		return false;
-	return true;
-}
-
 /* The consensus methods over bf16 inputs and output, from the raw bytes: gta_kernel's steps on
  * sub-blocks, with the widening folded into gta_prep_bf16 and the final rounding into
  * gta_finish_bf16 (the same f32 operations, so the same bytes). */
@@ -738,8 +734,10 @@ static int gta_fused_consensus(const struct bf_fargs *a)
 		const uint64_t *bits = bits_acquire(st->bits, e0, cnt);
 		struct bf_gta_in in[BF_GTA_FUSED_MAX];
 		bool fuse = n <= BF_GTA_FUSED_MAX;
-		for (uint32_t i = 0; i < n && fuse; i++)
-			fuse = fused_in(st, i, bits, raw[i + 1] + s0, &in[i]);
+		for (uint32_t i = 0; i < n && fuse; i++) {
+			fuse = model_in(st, i, bits, &in[i]);
+			in[i].x = raw[i + 1] + s0;
+		}
 		if (fuse) {
 			/* every model's mask is its bits or its top-k test: one pass, no f32 arrays */
 			bf_kern->gta_fused_bf16((uint16_t *)a->out + s0, B, in, (int)n, st->count, st->normalize,
