@@ -34,6 +34,15 @@ static inline void bf_della_bucket(uint32_t k, size_t i, uint32_t base, uint32_t
 	hs[i] = (uint16_t)(((b + 1) & nz) | ((J + (uint32_t)(i & (BF_DELLA_JUNK - 1))) & ~nz));
 }
 
+/* The vector variants' top-k index test (topk_mask, gta_prep): an element e of a call that
+ * starts at element e0 and has the threshold key keeps only when e0 + e < ti, i.e. e < this
+ * bound (0..n, so that it fits the 32-bit lanes for n <= 2^31 - 1). */
+static inline int32_t bf_topk_lim(uint64_t ti, uint64_t e0, size_t n)
+{
+	uint64_t lim = ti > e0 ? ti - e0 : 0;
+	return (int32_t)(lim > n ? n : lim);
+}
+
 /* digit_compact (below) from entry i on, k entries kept so far (k <= i): the reference, and the
  * vector variants' tails. Branch-free: every entry is written at k, kept by advancing k. */
 static inline uint64_t bf_digit_compact_from(uint32_t *ck, uint32_t *ci, uint64_t k, uint64_t i, uint64_t n,

@@ -227,8 +227,7 @@ struct topk8 {
 
 static inline struct topk8 topk8_init(uint32_t tk, uint64_t ti, uint64_t e0, size_t n)
 {
-	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
-	int32_t lim = lim64 > n ? (int32_t)n : (int32_t)lim64;
+	int32_t lim = bf_topk_lim(ti, e0, n);
 	struct topk8 c;
 	c.flip = _mm256_set1_epi32((int)0x80000000u);
 	c.absm = _mm256_set1_epi32(0x7fffffff);

@@ -86,6 +86,7 @@ static inline void philox16_store(const struct philox16 *p, void *dst, int raw)
 }
 
 static const struct bf_kern *base; /* the AVX2 variant this one extends */
+static struct bf_kern kern_avx512;  /* this variant's table (filled by build) */
 
 /* The 128 words of counters g .. g+31 in element order, raw or as uniforms: two interleaved
  * groups of 16. */
@@ -262,16 +263,25 @@ static inline __mmask16 topk16(__m512 v, __m512i vtk, __m512i vlim, __m512i idx)
 	       (_mm512_cmp_epi32_mask(key, vtk, _MM_CMPINT_EQ) & _mm512_cmp_epi32_mask(idx, vlim, _MM_CMPINT_LT));
 }
 
-/* d = x - b, masked (mask array or top-k test), * scale, * w: gta_prep's order. The top-k test
- * keeps key < tk, or key == tk at a block index below lim, with key = ~bits(|d|) (unsigned). */
+/* gta_prep's steps after the difference v: * m when masked (m: 1.0 / 0.0 lanes), * scale when
+ * use_scale, * w. */
+static inline __m512 prep16(__m512 v, int masked, __m512 m, int use_scale, __m512 vs, __m512 vw)
+{
+	if (masked)
+		v = _mm512_mul_ps(v, m);
+	if (use_scale)
+		v = _mm512_mul_ps(v, vs);
+	return _mm512_mul_ps(v, vw);
+}
+
+/* d = x - b, masked (mask array or topk16), * scale, * w: gta_prep's order. */
 static inline __attribute__((always_inline)) void gta_prep16(float *d, const void *x, const void *b, int bf16,
 							     const float *mask, int tk_on, uint32_t tk,
 							     uint64_t ti, uint64_t e0, float scale, float w,
 							     size_t n)
 {
-	uint64_t lim64 = ti > e0 ? ti - e0 : 0;
 	const __m512i vtk = _mm512_set1_epi32((int)tk);
-	const __m512i vlim = _mm512_set1_epi32((int)(lim64 > n ? n : lim64)), sixteen = _mm512_set1_epi32(16);
+	const __m512i vlim = _mm512_set1_epi32(bf_topk_lim(ti, e0, n)), sixteen = _mm512_set1_epi32(16);
 	const __m512 vs = _mm512_set1_ps(scale), vw = _mm512_set1_ps(w);
 	__m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 	const int use_scale = scale != 1.0f;
@@ -279,14 +289,8 @@ static inline __attribute__((always_inline)) void gta_prep16(float *d, const voi
 	if (n <= 0x7fffffffu)
 		for (; e + 16 <= n; e += 16) {
 			__m512 v = _mm512_sub_ps(ld16_any(x, e, bf16), ld16_any(b, e, bf16));
-			if (mask) {
-				v = _mm512_mul_ps(v, _mm512_loadu_ps(mask + e));
-			} else if (tk_on) {
-				v = _mm512_mul_ps(v, ones_where(topk16(v, vtk, vlim, idx)));
-			}
-			if (use_scale)
-				v = _mm512_mul_ps(v, vs);
-			_mm512_storeu_ps(d + e, _mm512_mul_ps(v, vw));
+			__m512 m = mask ? _mm512_loadu_ps(mask + e) : tk_on ? ones_where(topk16(v, vtk, vlim, idx)) : v;
+			_mm512_storeu_ps(d + e, prep16(v, mask || tk_on, m, use_scale, vs, vw));
 			idx = _mm512_add_epi32(idx, sixteen);
 		}
 	if (e == n)
@@ -312,11 +316,10 @@ static void v512_gta_prep_bf16(float *d, const uint16_t *x, const uint16_t *b, c
 }
 
 /* sign(d) as 1, -1 or 0 (NaN and +-0: 0), computed as the AVX2 kernel does: pos - neg */
-static inline __m512 sgn16(__m512 d, __mmask16 *gt, __mmask16 *lt)
+static inline __m512 sgn16(__m512 d)
 {
-	*gt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GT_OQ);
-	*lt = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_LT_OQ);
-	return _mm512_sub_ps(ones_where(*gt), ones_where(*lt));
+	return _mm512_sub_ps(ones_where(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_GT_OQ)),
+			     ones_where(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_LT_OQ)));
 }
 
 /* One 16-lane group of consensus (the AVX2 kernel's operations, with masks). */
@@ -327,8 +330,7 @@ struct cons16 {
 
 static inline __attribute__((always_inline)) void cons16_vote(struct cons16 *c, __m512 d, int count)
 {
-	__mmask16 gt, lt;
-	c->vote = _mm512_add_ps(c->vote, count ? sgn16(d, &gt, &lt) : d);
+	c->vote = _mm512_add_ps(c->vote, count ? sgn16(d) : d);
 }
 
 static inline __attribute__((always_inline)) void cons16_sum(struct cons16 *c, __m512 d, __m512 wi)
@@ -385,14 +387,6 @@ static inline __m512 finish16(__m512 o, __m512 dn, __m512 b, int normalize, __m5
 	return _mm512_add_ps(o, b);
 }
 
-/* gta_fused_bf16 in one pass: each model's difference stays in a register from its prep to the
- * consensus sums, and the sums to the rounding, where the composition writes and reads five f32
- * arrays. Per element the same operations in the same order: the prep of gta_prep16, the vote
- * and sums of cons16, the finish of gta_finish16. Mask bits are taken 16 at a time once the
- * element index is a multiple of 16 (the head before that, the tail and k > 8 go through the
- * composition of this table's kernels). */
-static struct bf_kern kern_avx512;
-
 static void gta_in_shift(const struct bf_gta_in *m, int k, size_t off, struct bf_gta_in *out)
 {
 	for (int i = 0; i < k; i++) {
@@ -401,6 +395,12 @@ static void gta_in_shift(const struct bf_gta_in *m, int k, size_t off, struct bf
 	}
 }
 
+/* gta_fused_bf16 in one pass: each model's difference stays in a register from its prep to the
+ * consensus sums, and the sums to the rounding, where the composition writes and reads five f32
+ * arrays. Per element the same operations in the same order: the prep of gta_prep16 (prep16),
+ * the vote and sums of cons16, the finish of gta_finish16 (finish16). Mask bits are taken 16 at
+ * a time once the element index is a multiple of 16 (the head before that, the tail and k > 8
+ * go through the composition of this table's kernels). */
 static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct bf_gta_in *m, int k, int count,
 				int normalize, float lam, int use_lam, uint64_t e0, size_t n)
 {
@@ -423,9 +423,8 @@ static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct b
 	__m512i vtk[BF_GTA_FUSED_MAX], vlim[BF_GTA_FUSED_MAX];
 	__m512 vs[BF_GTA_FUSED_MAX], vw[BF_GTA_FUSED_MAX];
 	for (int i = 0; i < k; i++) {
-		uint64_t lim64 = ms[i].ti > e0 ? ms[i].ti - e0 : 0;
 		vtk[i] = _mm512_set1_epi32((int)ms[i].tk);
-		vlim[i] = _mm512_set1_epi32((int)(lim64 > n ? n : lim64));
+		vlim[i] = _mm512_set1_epi32(bf_topk_lim(ms[i].ti, e0, n));
 		vs[i] = _mm512_set1_ps(ms[i].scale);
 		vw[i] = _mm512_set1_ps(ms[i].w);
 	}
@@ -445,17 +444,13 @@ static void v512_gta_fused_bf16(uint16_t *dst, const uint16_t *b, const struct b
 			const struct bf_gta_in *mi = &ms[i];
 			for (int g = 0; g < G; g++) {
 				size_t eg = e + 16 * (size_t)g;
+				uint64_t x = e0 + eg;
 				__m512 v = _mm512_sub_ps(ld16_bf16(mi->x + eg), bb[g]);
-				if (mi->bits) {
-					uint64_t x = e0 + eg;
-					v = _mm512_mul_ps(v, ones_where((__mmask16)(mi->bits[x >> 6] >> (x & 63))));
-				} else if (mi->tk_on) {
-					__m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)eg), lane);
-					v = _mm512_mul_ps(v, ones_where(topk16(v, vtk[i], vlim[i], idx)));
-				}
-				if (mi->scale != 1.0f)
-					v = _mm512_mul_ps(v, vs[i]);
-				D[i][g] = _mm512_mul_ps(v, vw[i]);
+				__m512 mk = mi->bits ? ones_where((__mmask16)(mi->bits[x >> 6] >> (x & 63))) :
+					    mi->tk_on ? ones_where(topk16(v, vtk[i], vlim[i],
+									  _mm512_add_epi32(_mm512_set1_epi32((int)eg), lane))) :
+					    v;
+				D[i][g] = prep16(v, mi->bits || mi->tk_on, mk, mi->scale != 1.0f, vs[i], vw[i]);
 				cons16_vote(&c[g], D[i][g], count);
 			}
 		}
@@ -687,7 +682,6 @@ static void v512_l1_pair(const float *d, const float *mask, size_t n, double *a,
 	*b += bf_fold8(sb);
 }
 
-static struct bf_kern kern_avx512;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void build(void)
