@@ -44,6 +44,14 @@ struct status_snap {
 	struct status_snap *next;
 };
 
+static void snap_free(struct status_snap *s)
+{
+	if (s) {
+		free(s->text);
+		free(s);
+	}
+}
+
 struct fs {
 	struct bf_vfs *v;
 	struct bf_exec *x;
@@ -191,7 +199,7 @@ static void bf_ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		if (s)
 			s->text = bf_vfs_status_text(f->v, f->x, &s->len);
 		if (!s || !s->text) {
-			free(s);
+			snap_free(s);
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
@@ -230,10 +238,7 @@ static void bf_ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		s = snap_unlink(f, fi->fh);
 		pthread_mutex_unlock(&f->snap_lock);
 	}
-	if (s) {
-		free(s->text);
-		free(s);
-	}
+	snap_free(s);
 	fuse_reply_err(req, 0);
 }
 
@@ -679,8 +684,7 @@ out_args:
 	while (f.snaps) {
 		struct status_snap *s = f.snaps;
 		f.snaps = s->next;
-		free(s->text);
-		free(s);
+		snap_free(s);
 	}
 	pthread_mutex_destroy(&f.snap_lock);
 	return ret;
