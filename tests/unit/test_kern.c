@@ -33,6 +33,15 @@ static float rf(void)
 	return f;
 }
 
+/* rf()'s value rounded toward zero to bf16: its top 16 bits (specials and ties included) */
+static uint16_t rbf16(void)
+{
+	float v = rf();
+	uint32_t u;
+	memcpy(&u, &v, 4);
+	return (uint16_t)(u >> 16);
+}
+
 static const struct bf_kern *simd;
 
 /* f32 results must match bit for bit, except that two NaNs count as equal: IEEE leaves the
@@ -394,10 +403,8 @@ BF_TEST(bf16_input_kernels)
 		float f[4][300];
 		for (int i = 0; i < k; i++)
 			for (size_t e = 0; e < n; e++) {
-				float x = rf();
-				uint32_t u;
-				memcpy(&u, &x, 4);
-				h[i][e] = r32() % 16 ? (uint16_t)(u >> 16) : h[0][e]; /* equal values too */
+				uint16_t h16 = rbf16();
+				h[i][e] = r32() % 16 ? h16 : h[0][e]; /* equal values too */
 			}
 		for (int i = 0; i < k; i++)
 			bf_kern_ref.bf16_to_f32(h[i], f[i], n);
@@ -526,10 +533,7 @@ BF_TEST(gta_bf16_steps)
 		uint16_t x16[300], b16[300], r1[300], r2[300];
 		float xf[300], bf[300], m[300], d1[300], d2[300], out[300], den[300], o1[300];
 		for (size_t e = 0; e < n; e++) {
-			float v = rf();
-			uint32_t u;
-			memcpy(&u, &v, 4);
-			x16[e] = (uint16_t)(u >> 16);
+			x16[e] = rbf16();
 			b16[e] = r32() % 5 ? (uint16_t)(r32() >> 16) : x16[e];
 			m[e] = (float)(r32() % 2);
 			out[e] = rf();
@@ -571,18 +575,13 @@ BF_TEST(gta_fused)
 		float lam = (float)(r32() % 4001) / 1000.0f - 2.0f, w[BF_GTA_FUSED_MAX];
 		uint64_t e0 = r32() % 300;
 		for (size_t e = 0; e < n; e++) {
-			float v = rf();
-			uint32_t u;
-			memcpy(&u, &v, 4);
-			b16[e] = (uint16_t)(u >> 16);
+			b16[e] = rbf16();
 		}
 		struct bf_gta_in m[BF_GTA_FUSED_MAX];
 		for (int i = 0; i < k; i++) {
 			for (size_t e = 0; e < n; e++) {
-				float v = rf();
-				uint32_t u;
-				memcpy(&u, &v, 4);
-				x16[i][e] = r32() % 6 ? (uint16_t)(u >> 16) : b16[e]; /* zero differences too */
+				uint16_t h16 = rbf16();
+				x16[i][e] = r32() % 6 ? h16 : b16[e]; /* zero differences too */
 			}
 			for (size_t j = 0; j < sizeof(bits[i]) / 8; j++)
 				bits[i][j] = ((uint64_t)r32() << 32) ^ r32();
